@@ -1,0 +1,21 @@
+//! The shared vocabulary of Keel.
+//!
+//! Every other crate speaks in these types: prices in integer ticks ([`Price`]), quantities in
+//! integer lots ([`Qty`]), money as a fixed-point integer ([`Money`]), typed ids, order
+//! descriptions and the events the matching core emits. Nothing here allocates or touches
+//! `Decimal` on the hot path; [`Grid`] converts between the human decimal world (configuration,
+//! scenarios, reports) and the integer world at the edges, and refuses values that do not fit.
+
+mod decimal;
+mod error;
+mod event;
+mod ids;
+mod num;
+mod order;
+
+pub use decimal::Grid;
+pub use error::{ArithmeticError, ConversionError};
+pub use event::{BookEvent, CancelReason, RejectReason};
+pub use ids::{AccountId, MarketId, OrderId};
+pub use num::{Money, Price, Qty, Rounding};
+pub use order::{Amend, NewOrder, OrderKind, Side, StopReference, StpMode, TimeInForce};
