@@ -1,0 +1,685 @@
+//! The order book: resting orders in price-time priority, and the commands that change them.
+
+use crate::config::BookConfig;
+use crate::hash::IdMap;
+use crate::ladder::{Ladder, NIL, Rung};
+use crate::stops::{PendingStop, StopBook, is_reached, stop_params};
+use keel_types::{
+    AccountId, Amend, BookEvent, CancelReason, NewOrder, OrderId, OrderKind, Price, Qty, RejectReason, Side,
+    StopReference, StpMode, TimeInForce,
+};
+use slab::Slab;
+
+/// A resting limit order: a node in its level's FIFO queue and in its account's order list.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RestingOrder {
+    pub id: OrderId,
+    pub price: Price,
+    /// Open (unfilled) quantity.
+    pub qty: Qty,
+    pub account: AccountId,
+    /// Slot of the price level in the level slab.
+    pub level: u32,
+    /// Neighbours in the level's FIFO queue (`NIL` at the ends).
+    pub prev: u32,
+    pub next: u32,
+    /// Neighbours in the account's order list (`NIL` at the ends).
+    pub account_prev: u32,
+    pub account_next: u32,
+    pub side: Side,
+    pub tif: TimeInForce,
+    pub stp: StpMode,
+    pub reduce_only: bool,
+}
+
+/// A price level: the FIFO queue of the orders resting at one price.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Level {
+    pub price: Price,
+    /// Sum of the open quantity of the orders in the queue.
+    pub qty: Qty,
+    pub count: u32,
+    pub head: u32,
+    pub tail: u32,
+}
+
+/// The resting orders of one account, oldest first.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AccountOrders {
+    pub head: u32,
+    pub tail: u32,
+    pub count: u32,
+}
+
+/// Where a live order id lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Handle {
+    /// In the order slab, resting in the book.
+    Resting(u32),
+    /// In the stop book, waiting for its trigger.
+    Stop(u32),
+}
+
+/// An incoming order while it takes liquidity.
+struct Taker {
+    id: OrderId,
+    account: AccountId,
+    side: Side,
+    /// Worst price it may trade at.
+    limit: Price,
+    /// Still unfilled.
+    qty: Qty,
+    stp: StpMode,
+}
+
+/// Why a taker stopped matching.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MatchEnd {
+    /// Nothing left to fill.
+    Filled,
+    /// The best opposite price is beyond the taker's limit.
+    LimitReached,
+    /// No opposite orders left.
+    BookEmpty,
+    /// Self-trade prevention cancelled the rest of the taker.
+    SelfTrade,
+}
+
+/// A limit or market order ready to execute (validated, stop already triggered).
+#[derive(Clone, Copy)]
+struct Executable {
+    id: OrderId,
+    account: AccountId,
+    side: Side,
+    /// `None` for a market order.
+    limit: Option<Price>,
+    qty: Qty,
+    tif: TimeInForce,
+    stp: StpMode,
+    reduce_only: bool,
+}
+
+impl Executable {
+    fn from_order(order: &NewOrder) -> Executable {
+        let limit = match order.kind {
+            OrderKind::Limit { price } | OrderKind::StopLimit { price, .. } => Some(price),
+            OrderKind::Market | OrderKind::StopMarket { .. } => None,
+        };
+        Executable {
+            id: order.id,
+            account: order.account,
+            side: order.side,
+            limit,
+            qty: order.qty,
+            tif: order.tif,
+            stp: order.stp,
+            reduce_only: order.reduce_only,
+        }
+    }
+}
+
+/// A price-time priority limit order book for one market.
+///
+/// Every command appends what happened to a caller-supplied event buffer, in order. Nothing
+/// allocates while the book stays within the capacities of its [`BookConfig`].
+#[derive(Debug)]
+pub struct OrderBook {
+    pub(crate) config: BookConfig,
+    pub(crate) orders: Slab<RestingOrder>,
+    pub(crate) levels: Slab<Level>,
+    pub(crate) bids: Ladder,
+    pub(crate) asks: Ladder,
+    pub(crate) ids: IdMap<OrderId, Handle>,
+    pub(crate) accounts: IdMap<AccountId, AccountOrders>,
+    pub(crate) stops: StopBook,
+    pub(crate) last_trade: Option<Price>,
+    pub(crate) mark: Option<Price>,
+    /// Reused buffers, kept to avoid allocating while triggering stops and cancelling in bulk.
+    fired: Vec<PendingStop>,
+    slots: Vec<u32>,
+}
+
+/// The opposite-side ladder and the level slab, borrowed together for matching.
+#[inline]
+fn ladder_mut<'a>(bids: &'a mut Ladder, asks: &'a mut Ladder, side: Side) -> &'a mut Ladder {
+    match side {
+        Side::Buy => bids,
+        Side::Sell => asks,
+    }
+}
+
+/// True when a taker on `side` with `limit` may trade against a resting order at `resting`.
+#[inline]
+fn crosses(side: Side, limit: Price, resting: Price) -> bool {
+    match side {
+        Side::Buy => resting <= limit,
+        Side::Sell => resting >= limit,
+    }
+}
+
+impl OrderBook {
+    /// An empty book with the given limits and pre-sized capacities.
+    pub fn new(config: BookConfig) -> OrderBook {
+        OrderBook {
+            config,
+            orders: Slab::with_capacity(config.order_capacity),
+            levels: Slab::with_capacity(config.level_capacity),
+            bids: Ladder::with_capacity(Side::Buy, config.level_capacity / 2),
+            asks: Ladder::with_capacity(Side::Sell, config.level_capacity / 2),
+            ids: IdMap::with_capacity_and_hasher(config.order_capacity, Default::default()),
+            accounts: IdMap::with_capacity_and_hasher(config.account_capacity, Default::default()),
+            stops: StopBook::with_capacity(config.order_capacity / 16),
+            last_trade: None,
+            mark: None,
+            fired: Vec::with_capacity(64),
+            slots: Vec::with_capacity(64),
+        }
+    }
+
+    /// The limits this book enforces.
+    pub fn config(&self) -> &BookConfig {
+        &self.config
+    }
+
+    #[inline]
+    pub(crate) fn ladder(&self, side: Side) -> &Ladder {
+        match side {
+            Side::Buy => &self.bids,
+            Side::Sell => &self.asks,
+        }
+    }
+
+    // ----- commands -----
+
+    /// Enters a new order: validates it, then matches, rests, cancels or parks it as a stop.
+    ///
+    /// Returns the rejection reason if the order was refused (a `Rejected` event says the same).
+    pub fn place(&mut self, order: NewOrder, out: &mut Vec<BookEvent>) -> Result<(), RejectReason> {
+        if let Err(reason) = self.validate_new(&order) {
+            out.push(BookEvent::Rejected { id: order.id, reason });
+            return Err(reason);
+        }
+        out.push(BookEvent::Accepted { order });
+        if stop_params(order.kind).is_some() {
+            let slot = self.stops.insert(order);
+            self.ids.insert(order.id, Handle::Stop(slot));
+        } else {
+            self.execute(Executable::from_order(&order), out);
+        }
+        Ok(())
+    }
+
+    /// Cancels a resting order or a pending stop.
+    pub fn cancel(
+        &mut self,
+        id: OrderId,
+        reason: CancelReason,
+        out: &mut Vec<BookEvent>,
+    ) -> Result<(), RejectReason> {
+        match self.ids.get(&id).copied() {
+            Some(Handle::Resting(slot)) => {
+                self.cancel_resting(slot, reason, out);
+                Ok(())
+            }
+            Some(Handle::Stop(slot)) => {
+                self.cancel_stop(slot, reason, out);
+                Ok(())
+            }
+            None => {
+                out.push(BookEvent::Rejected { id, reason: RejectReason::UnknownOrder });
+                Err(RejectReason::UnknownOrder)
+            }
+        }
+    }
+
+    /// Cancels every resting order and pending stop of `account` (resting orders first, each group
+    /// oldest first). Returns how many were cancelled.
+    pub fn cancel_all(&mut self, account: AccountId, reason: CancelReason, out: &mut Vec<BookEvent>) -> usize {
+        let mut cancelled = 0;
+        if let Some(list) = self.accounts.get(&account) {
+            let mut at = list.head;
+            while at != NIL {
+                let next = self.orders[at as usize].account_next;
+                self.cancel_resting(at, reason, out);
+                cancelled += 1;
+                at = next;
+            }
+        }
+        let mut slots = std::mem::take(&mut self.slots);
+        slots.clear();
+        self.stops.slots_of(account, &mut slots);
+        for &slot in &slots {
+            self.cancel_stop(slot, reason, out);
+            cancelled += 1;
+        }
+        self.slots = slots;
+        cancelled
+    }
+
+    /// Changes a resting order's price and/or open quantity.
+    ///
+    /// A pure quantity decrease keeps the order's place in its queue. A price change or a
+    /// quantity increase takes the order out and enters it again at the back of its new level;
+    /// if the new price crosses the spread it trades first, at the resting orders' prices.
+    pub fn amend(&mut self, amend: Amend, out: &mut Vec<BookEvent>) -> Result<(), RejectReason> {
+        let slot = match self.validate_amend(&amend) {
+            Ok(slot) => slot,
+            Err(reason) => {
+                out.push(BookEvent::Rejected { id: amend.id, reason });
+                return Err(reason);
+            }
+        };
+        let order = self.orders[slot as usize];
+        let price = amend.price.unwrap_or(order.price);
+        if price == order.price && amend.qty <= order.qty {
+            let reduced_by = order.qty - amend.qty;
+            self.orders[slot as usize].qty = amend.qty;
+            self.levels[order.level as usize].qty -= reduced_by;
+            out.push(BookEvent::Amended {
+                id: order.id,
+                account: order.account,
+                price,
+                qty: amend.qty,
+                priority_kept: true,
+            });
+            return Ok(());
+        }
+        self.remove_resting(slot);
+        out.push(BookEvent::Amended {
+            id: order.id,
+            account: order.account,
+            price,
+            qty: amend.qty,
+            priority_kept: false,
+        });
+        self.execute(
+            Executable {
+                id: order.id,
+                account: order.account,
+                side: order.side,
+                limit: Some(price),
+                qty: amend.qty,
+                tif: order.tif,
+                stp: order.stp,
+                reduce_only: order.reduce_only,
+            },
+            out,
+        );
+        Ok(())
+    }
+
+    /// Feeds a new value of a reference price and triggers every stop order watching it that the
+    /// price has reached, in the order the stops were placed; each then executes as a market or
+    /// limit order.
+    ///
+    /// The book records its own last trade price (see [`OrderBook::last_trade_price`]) but does not
+    /// trigger last-price stops by itself: the caller decides when (the engine does so after each
+    /// command), which keeps one command's consequences in one well-defined order.
+    pub fn trigger_stops(&mut self, reference: StopReference, price: Price, out: &mut Vec<BookEvent>) -> usize {
+        if reference == StopReference::Mark {
+            self.mark = Some(price);
+        }
+        let mut fired = std::mem::take(&mut self.fired);
+        fired.clear();
+        self.stops.take_reached(reference, price, &mut fired);
+        for stop in &fired {
+            let order = stop.order;
+            self.ids.remove(&order.id);
+            out.push(BookEvent::Triggered { id: order.id, account: order.account, reference_price: price });
+            self.execute(Executable::from_order(&order), out);
+        }
+        let count = fired.len();
+        self.fired = fired;
+        count
+    }
+
+    // ----- validation -----
+
+    fn validate_qty(&self, qty: Qty) -> Result<(), RejectReason> {
+        if qty.0 <= 0 {
+            Err(RejectReason::InvalidQuantity)
+        } else if qty > self.config.max_qty {
+            Err(RejectReason::QuantityTooLarge)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn validate_price(&self, price: Price) -> Result<(), RejectReason> {
+        if price.0 <= 0 {
+            Err(RejectReason::InvalidPrice)
+        } else if price > self.config.max_price {
+            Err(RejectReason::PriceOutOfRange)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The checks of a new order, in their documented order (see `docs/book.md`).
+    fn validate_new(&self, order: &NewOrder) -> Result<(), RejectReason> {
+        self.validate_qty(order.qty)?;
+        match order.kind {
+            OrderKind::Limit { price } => self.validate_price(price)?,
+            OrderKind::Market => {}
+            OrderKind::StopMarket { trigger, .. } => self.validate_price(trigger)?,
+            OrderKind::StopLimit { trigger, price, .. } => {
+                self.validate_price(price)?;
+                self.validate_price(trigger)?;
+            }
+        }
+        let post_only_allowed = matches!(order.kind, OrderKind::Limit { .. });
+        if order.tif == TimeInForce::PostOnly && !post_only_allowed {
+            return Err(RejectReason::InvalidTimeInForce);
+        }
+        if self.ids.contains_key(&order.id) {
+            return Err(RejectReason::DuplicateOrderId);
+        }
+        match order.kind {
+            OrderKind::Limit { price } if order.tif == TimeInForce::PostOnly => {
+                if self.would_take(order.side, price) {
+                    return Err(RejectReason::PostOnlyWouldTake);
+                }
+            }
+            OrderKind::StopMarket { trigger, reference } | OrderKind::StopLimit { trigger, reference, .. } => {
+                let current = match reference {
+                    StopReference::Mark => self.mark,
+                    StopReference::Last => self.last_trade,
+                };
+                if current.is_some_and(|current| is_reached(order.side, trigger, current)) {
+                    return Err(RejectReason::StopWouldTrigger);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The checks of an amendment; returns the order's slot.
+    fn validate_amend(&self, amend: &Amend) -> Result<u32, RejectReason> {
+        let slot = match self.ids.get(&amend.id) {
+            Some(Handle::Resting(slot)) => *slot,
+            Some(Handle::Stop(_)) => return Err(RejectReason::StopNotAmendable),
+            None => return Err(RejectReason::UnknownOrder),
+        };
+        self.validate_qty(amend.qty)?;
+        if let Some(price) = amend.price {
+            self.validate_price(price)?;
+        }
+        let order = &self.orders[slot as usize];
+        let price = amend.price.unwrap_or(order.price);
+        let keeps_place = price == order.price && amend.qty <= order.qty;
+        if !keeps_place && order.tif == TimeInForce::PostOnly && self.would_take(order.side, price) {
+            return Err(RejectReason::PostOnlyWouldTake);
+        }
+        Ok(slot)
+    }
+
+    /// True when an order on `side` limited at `price` would trade at once.
+    #[inline]
+    fn would_take(&self, side: Side, price: Price) -> bool {
+        let opposite = self.ladder(side.opposite());
+        opposite.best().is_some_and(|best| crosses(side, price, opposite.price(best.key)))
+    }
+
+    // ----- execution -----
+
+    /// Matches a validated limit or market order, then rests or cancels what is left.
+    fn execute(&mut self, order: Executable, out: &mut Vec<BookEvent>) {
+        let limit = match order.limit {
+            Some(limit) => limit,
+            None => match self.protection_limit(order.side) {
+                Some(limit) => limit,
+                None => {
+                    self.push_cancel(order.id, order.account, order.qty, CancelReason::Unfilled, out);
+                    return;
+                }
+            },
+        };
+        if order.tif == TimeInForce::Fok && !self.can_fill_whole(&order, limit) {
+            self.push_cancel(order.id, order.account, order.qty, CancelReason::FillOrKill, out);
+            return;
+        }
+        let mut taker = Taker {
+            id: order.id,
+            account: order.account,
+            side: order.side,
+            limit,
+            qty: order.qty,
+            stp: order.stp,
+        };
+        let end = self.match_taker(&mut taker, out);
+        if taker.qty.0 == 0 {
+            return;
+        }
+        let reason = match (end, order.limit, order.tif) {
+            (MatchEnd::SelfTrade, _, _) => CancelReason::SelfTrade,
+            (MatchEnd::LimitReached, None, _) => CancelReason::PriceProtection,
+            (_, None, _) | (_, Some(_), TimeInForce::Ioc | TimeInForce::Fok) => CancelReason::Unfilled,
+            (_, Some(price), TimeInForce::Gtc | TimeInForce::PostOnly) => {
+                self.rest(order, price, taker.qty);
+                return;
+            }
+        };
+        self.push_cancel(order.id, order.account, taker.qty, reason, out);
+    }
+
+    /// The worst price a market order on `side` may reach: the best opposite price moved by the
+    /// configured protection distance. `None` when the opposite side is empty.
+    fn protection_limit(&self, side: Side) -> Option<Price> {
+        let opposite = self.ladder(side.opposite());
+        let best = opposite.price(opposite.best()?.key);
+        let distance = (i128::from(best.0) * i128::from(self.config.market_protection_bps) / 10_000) as i64;
+        Some(match side {
+            Side::Buy => Price(best.0.saturating_add(distance)),
+            Side::Sell => Price((best.0 - distance).max(1)),
+        })
+    }
+
+    /// Whether a fill-or-kill order would fill completely: walks the opposite side up to `limit`
+    /// the way matching will, applying the order's self-trade prevention mode.
+    fn can_fill_whole(&self, order: &Executable, limit: Price) -> bool {
+        let opposite = self.ladder(order.side.opposite());
+        let mut available = 0i64;
+        for rung in opposite.iter_best_first() {
+            let level = &self.levels[rung.level as usize];
+            if !crosses(order.side, limit, level.price) {
+                return false;
+            }
+            let mut at = level.head;
+            while at != NIL {
+                let maker = &self.orders[at as usize];
+                if maker.account == order.account {
+                    if order.stp != StpMode::CancelOldest {
+                        // Matching would cancel the taker here, before it is filled.
+                        return false;
+                    }
+                } else {
+                    available += maker.qty.0;
+                    if available >= order.qty.0 {
+                        return true;
+                    }
+                }
+                at = maker.next;
+            }
+        }
+        false
+    }
+
+    /// Trades `taker` against the opposite side in price-time priority until it is filled, its
+    /// limit is reached, the side is empty or self-trade prevention stops it.
+    fn match_taker(&mut self, taker: &mut Taker, out: &mut Vec<BookEvent>) -> MatchEnd {
+        loop {
+            let opposite = self.ladder(taker.side.opposite());
+            let Some(best) = opposite.best() else {
+                return MatchEnd::BookEmpty;
+            };
+            let level_price = self.levels[best.level as usize].price;
+            if !crosses(taker.side, taker.limit, level_price) {
+                return MatchEnd::LimitReached;
+            }
+            let mut at = self.levels[best.level as usize].head;
+            while at != NIL {
+                let maker = self.orders[at as usize];
+                let next = maker.next;
+                if maker.account == taker.account {
+                    match taker.stp {
+                        StpMode::CancelNewest => return MatchEnd::SelfTrade,
+                        StpMode::CancelOldest => {
+                            self.cancel_resting(at, CancelReason::SelfTrade, out);
+                            at = next;
+                            continue;
+                        }
+                        StpMode::CancelBoth => {
+                            self.cancel_resting(at, CancelReason::SelfTrade, out);
+                            return MatchEnd::SelfTrade;
+                        }
+                    }
+                }
+                let qty = maker.qty.min(taker.qty);
+                taker.qty -= qty;
+                let maker_remaining = maker.qty - qty;
+                out.push(BookEvent::Fill {
+                    maker: maker.id,
+                    maker_account: maker.account,
+                    taker: taker.id,
+                    taker_account: taker.account,
+                    taker_side: taker.side,
+                    price: level_price,
+                    qty,
+                    maker_remaining,
+                    taker_remaining: taker.qty,
+                });
+                self.last_trade = Some(level_price);
+                if maker_remaining.0 == 0 {
+                    self.remove_resting(at);
+                } else {
+                    self.orders[at as usize].qty = maker_remaining;
+                    self.levels[best.level as usize].qty -= qty;
+                }
+                if taker.qty.0 == 0 {
+                    return MatchEnd::Filled;
+                }
+                at = next;
+            }
+        }
+    }
+
+    // ----- structure maintenance -----
+
+    /// Puts the open rest of an order at the back of its price level.
+    fn rest(&mut self, order: Executable, price: Price, qty: Qty) {
+        let ladder = ladder_mut(&mut self.bids, &mut self.asks, order.side);
+        let key = ladder.key(price);
+        let level = match ladder.find(key) {
+            Ok(at) => ladder.rungs()[at].level,
+            Err(at) => {
+                let level = self.levels.insert(Level { price, qty: Qty::ZERO, count: 0, head: NIL, tail: NIL }) as u32;
+                ladder.insert(at, Rung { key, level });
+                level
+            }
+        };
+        let account_list =
+            self.accounts.entry(order.account).or_insert(AccountOrders { head: NIL, tail: NIL, count: 0 });
+        let level_tail = self.levels[level as usize].tail;
+        let account_tail = account_list.tail;
+        let slot = self.orders.insert(RestingOrder {
+            id: order.id,
+            price,
+            qty,
+            account: order.account,
+            level,
+            prev: level_tail,
+            next: NIL,
+            account_prev: account_tail,
+            account_next: NIL,
+            side: order.side,
+            tif: order.tif,
+            stp: order.stp,
+            reduce_only: order.reduce_only,
+        }) as u32;
+        // Link into the account's list.
+        if account_tail == NIL {
+            account_list.head = slot;
+        } else {
+            self.orders[account_tail as usize].account_next = slot;
+        }
+        account_list.tail = slot;
+        account_list.count += 1;
+        // Link at the back of the level's queue.
+        if level_tail == NIL {
+            self.levels[level as usize].head = slot;
+        } else {
+            self.orders[level_tail as usize].next = slot;
+        }
+        let lvl = &mut self.levels[level as usize];
+        lvl.tail = slot;
+        lvl.qty += qty;
+        lvl.count += 1;
+        self.ids.insert(order.id, Handle::Resting(slot));
+    }
+
+    /// Takes a resting order out of its level, its account list, the id index and the slab.
+    fn remove_resting(&mut self, slot: u32) -> RestingOrder {
+        let order = self.orders.remove(slot as usize);
+        // Level queue.
+        let level = &mut self.levels[order.level as usize];
+        level.qty -= order.qty;
+        level.count -= 1;
+        if order.prev == NIL {
+            level.head = order.next;
+        } else {
+            self.orders[order.prev as usize].next = order.next;
+        }
+        let level = &mut self.levels[order.level as usize];
+        if order.next == NIL {
+            level.tail = order.prev;
+        } else {
+            self.orders[order.next as usize].prev = order.prev;
+        }
+        if self.levels[order.level as usize].count == 0 {
+            let ladder = ladder_mut(&mut self.bids, &mut self.asks, order.side);
+            let key = ladder.key(order.price);
+            ladder.remove(key);
+            self.levels.remove(order.level as usize);
+        }
+        // Account list.
+        if let Some(list) = self.accounts.get_mut(&order.account) {
+            if order.account_prev == NIL {
+                list.head = order.account_next;
+            } else {
+                self.orders[order.account_prev as usize].account_next = order.account_next;
+            }
+            if order.account_next == NIL {
+                list.tail = order.account_prev;
+            } else {
+                self.orders[order.account_next as usize].account_prev = order.account_prev;
+            }
+            list.count -= 1;
+        }
+        self.ids.remove(&order.id);
+        order
+    }
+
+    fn cancel_resting(&mut self, slot: u32, reason: CancelReason, out: &mut Vec<BookEvent>) {
+        let order = self.remove_resting(slot);
+        self.push_cancel(order.id, order.account, order.qty, reason, out);
+    }
+
+    fn cancel_stop(&mut self, slot: u32, reason: CancelReason, out: &mut Vec<BookEvent>) {
+        let stop = self.stops.remove(slot);
+        self.ids.remove(&stop.order.id);
+        self.push_cancel(stop.order.id, stop.order.account, stop.order.qty, reason, out);
+    }
+
+    #[inline]
+    fn push_cancel(
+        &self,
+        id: OrderId,
+        account: AccountId,
+        remaining: Qty,
+        reason: CancelReason,
+        out: &mut Vec<BookEvent>,
+    ) {
+        out.push(BookEvent::Cancelled { id, account, remaining, reason });
+    }
+}

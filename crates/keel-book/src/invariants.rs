@@ -1,0 +1,93 @@
+//! A full structural audit of the book, for tests, fuzzing and debugging (O(orders)).
+
+use crate::book::{Handle, OrderBook};
+use crate::ladder::NIL;
+use keel_types::{Qty, Side};
+use std::collections::HashMap;
+
+impl OrderBook {
+    /// Checks every structural invariant and returns the first violation found.
+    ///
+    /// - the book is not crossed (best bid < best ask);
+    /// - each side's levels are strictly sorted, non-empty, on the right side of the book;
+    /// - each level's queue links are consistent and its quantity and count are the sums of its orders;
+    /// - every order has positive open quantity, is in exactly one level and one account list, and
+    ///   its id maps to it; every id maps to exactly one live order;
+    /// - the stop book is consistent.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        if let (Some(bid), Some(ask)) = (self.best_bid(), self.best_ask())
+            && bid >= ask
+        {
+            return Err(format!("book crossed: bid {bid} >= ask {ask}"));
+        }
+        let mut seen_in_levels = 0usize;
+        for side in [Side::Buy, Side::Sell] {
+            let ladder = self.ladder(side);
+            if !ladder.rungs().windows(2).all(|w| w[0].key < w[1].key) {
+                return Err(format!("{side:?} levels not strictly sorted"));
+            }
+            for rung in ladder.rungs() {
+                let level = self.levels.get(rung.level as usize).ok_or("rung points at an empty level slot")?;
+                if ladder.key(level.price) != rung.key {
+                    return Err(format!("level {} filed under the wrong key", level.price));
+                }
+                let (mut qty, mut count, mut prev, mut at) = (Qty::ZERO, 0u32, NIL, level.head);
+                while at != NIL {
+                    let order = self.orders.get(at as usize).ok_or("queue points at an empty order slot")?;
+                    if order.prev != prev || order.level != rung.level || order.side != side {
+                        return Err(format!("order {} badly linked in level {}", order.id, level.price));
+                    }
+                    if order.price != level.price || order.qty.0 <= 0 {
+                        return Err(format!("order {} has price {} / qty {}", order.id, order.price, order.qty));
+                    }
+                    if self.ids.get(&order.id) != Some(&Handle::Resting(at)) {
+                        return Err(format!("order {} not indexed by its id", order.id));
+                    }
+                    qty += order.qty;
+                    count += 1;
+                    prev = at;
+                    at = order.next;
+                }
+                if count == 0 || prev != level.tail || count != level.count || qty != level.qty {
+                    return Err(format!("level {} totals or tail inconsistent", level.price));
+                }
+                seen_in_levels += count as usize;
+            }
+        }
+        if seen_in_levels != self.orders.len() || self.levels.len() != self.bids.len() + self.asks.len() {
+            return Err("orders or levels outside the ladders".into());
+        }
+        let mut per_account: HashMap<_, usize> = HashMap::new();
+        for (&account, list) in &self.accounts {
+            let (mut prev, mut at, mut count) = (NIL, list.head, 0u32);
+            while at != NIL {
+                let order = &self.orders[at as usize];
+                if order.account != account || order.account_prev != prev {
+                    return Err(format!("account {account} order list badly linked"));
+                }
+                count += 1;
+                prev = at;
+                at = order.account_next;
+            }
+            if prev != list.tail || count != list.count {
+                return Err(format!("account {account} list tail or count wrong"));
+            }
+            *per_account.entry(account).or_default() += count as usize;
+        }
+        if per_account.values().sum::<usize>() != self.orders.len() {
+            return Err("an order is missing from its account list".into());
+        }
+        let stops_indexed = self.ids.values().filter(|h| matches!(h, Handle::Stop(_))).count();
+        if self.ids.len() != self.orders.len() + self.stops.len() || stops_indexed != self.stops.len() {
+            return Err("id index does not match the live orders".into());
+        }
+        for (&id, handle) in &self.ids {
+            if let Handle::Stop(slot) = handle
+                && self.stops.get(*slot).order.id != id
+            {
+                return Err(format!("stop {id} indexed to the wrong slot"));
+            }
+        }
+        self.stops.check()
+    }
+}
