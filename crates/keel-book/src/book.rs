@@ -234,7 +234,12 @@ impl OrderBook {
 
     /// Cancels every resting order and pending stop of `account` (resting orders first, each group
     /// oldest first). Returns how many were cancelled.
-    pub fn cancel_all(&mut self, account: AccountId, reason: CancelReason, out: &mut Vec<BookEvent>) -> usize {
+    pub fn cancel_all(
+        &mut self,
+        account: AccountId,
+        reason: CancelReason,
+        out: &mut Vec<BookEvent>,
+    ) -> usize {
         let mut cancelled = 0;
         if let Some(list) = self.accounts.get(&account) {
             let mut at = list.head;
@@ -315,7 +320,12 @@ impl OrderBook {
     /// The book records its own last trade price (see [`OrderBook::last_trade_price`]) but does not
     /// trigger last-price stops by itself: the caller decides when (the engine does so after each
     /// command), which keeps one command's consequences in one well-defined order.
-    pub fn trigger_stops(&mut self, reference: StopReference, price: Price, out: &mut Vec<BookEvent>) -> usize {
+    pub fn trigger_stops(
+        &mut self,
+        reference: StopReference,
+        price: Price,
+        out: &mut Vec<BookEvent>,
+    ) -> usize {
         if reference == StopReference::Mark {
             self.mark = Some(price);
         }
@@ -380,7 +390,8 @@ impl OrderBook {
                     return Err(RejectReason::PostOnlyWouldTake);
                 }
             }
-            OrderKind::StopMarket { trigger, reference } | OrderKind::StopLimit { trigger, reference, .. } => {
+            OrderKind::StopMarket { trigger, reference }
+            | OrderKind::StopLimit { trigger, reference, .. } => {
                 let current = match reference {
                     StopReference::Mark => self.mark,
                     StopReference::Last => self.last_trade,
@@ -573,7 +584,9 @@ impl OrderBook {
         let level = match ladder.find(key) {
             Ok(at) => ladder.rungs()[at].level,
             Err(at) => {
-                let level = self.levels.insert(Level { price, qty: Qty::ZERO, count: 0, head: NIL, tail: NIL }) as u32;
+                let level =
+                    self.levels.insert(Level { price, qty: Qty::ZERO, count: 0, head: NIL, tail: NIL })
+                        as u32;
                 ladder.insert(at, Rung { key, level });
                 level
             }

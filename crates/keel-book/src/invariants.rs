@@ -27,7 +27,8 @@ impl OrderBook {
                 return Err(format!("{side:?} levels not strictly sorted"));
             }
             for rung in ladder.rungs() {
-                let level = self.levels.get(rung.level as usize).ok_or("rung points at an empty level slot")?;
+                let level =
+                    self.levels.get(rung.level as usize).ok_or("rung points at an empty level slot")?;
                 if ladder.key(level.price) != rung.key {
                     return Err(format!("level {} filed under the wrong key", level.price));
                 }
@@ -38,7 +39,10 @@ impl OrderBook {
                         return Err(format!("order {} badly linked in level {}", order.id, level.price));
                     }
                     if order.price != level.price || order.qty.0 <= 0 {
-                        return Err(format!("order {} has price {} / qty {}", order.id, order.price, order.qty));
+                        return Err(format!(
+                            "order {} has price {} / qty {}",
+                            order.id, order.price, order.qty
+                        ));
                     }
                     if self.ids.get(&order.id) != Some(&Handle::Resting(at)) {
                         return Err(format!("order {} not indexed by its id", order.id));

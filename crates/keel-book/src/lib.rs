@@ -26,6 +26,8 @@ mod query;
 #[cfg(any(test, feature = "reference"))]
 pub mod reference;
 mod stops;
+#[cfg(test)]
+mod tests;
 
 pub use book::OrderBook;
 pub use config::BookConfig;

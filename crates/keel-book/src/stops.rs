@@ -54,7 +54,9 @@ fn queue_index(reference: StopReference, side: Side) -> usize {
 /// this key makes "reached" mean `key(trigger) >= key(reference)` for both sides.
 fn trigger_key(side: Side, price: Price) -> i64 {
     match side {
-        Side::Buy => -price.0,
+        // Reference prices are not validated: `-i64::MIN` would overflow (and wrap to a key that
+        // every buy stop reaches). Saturating keeps the order, and no valid trigger reaches it.
+        Side::Buy => price.0.saturating_neg(),
         Side::Sell => price.0,
     }
 }
@@ -149,7 +151,8 @@ impl StopBook {
                 return Err("stop queue not strictly sorted".into());
             }
             for entry in queue {
-                let stop = self.orders.get(entry.slot as usize).ok_or("stop queue points at an empty slot")?;
+                let stop =
+                    self.orders.get(entry.slot as usize).ok_or("stop queue points at an empty slot")?;
                 if stop.seq != entry.seq || entry.slot == NIL {
                     return Err("stop queue entry does not match its slot".into());
                 }

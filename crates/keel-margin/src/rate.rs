@@ -1,0 +1,179 @@
+//! Rates (maintenance rates, haircuts, fees, funding) as fixed-point integers, and the rounded
+//! integer division every rate application goes through.
+
+use keel_types::{ArithmeticError, ConversionError, Money, Rounding};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use std::fmt;
+use std::str::FromStr;
+
+/// A dimensionless rate in parts per hundred million (scale [`Rate::SCALE`] = 10^8): 0.5% = 500,000.
+///
+/// 10^-8 is the precision venues publish funding rates in, and it represents every published
+/// maintenance rate, haircut and fee exactly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Rate(pub i64);
+
+impl Rate {
+    /// Parts per whole: `Rate(SCALE)` is 100%.
+    pub const SCALE: i64 = 100_000_000;
+    /// Number of decimal places of one rate unit.
+    pub const DECIMALS: u32 = 8;
+    /// 0%.
+    pub const ZERO: Rate = Rate(0);
+    /// 100%.
+    pub const ONE: Rate = Rate(Self::SCALE);
+
+    /// A decimal fraction (0.005 for 0.5%) as a rate; more than eight decimals is refused.
+    pub fn from_decimal(value: Decimal) -> Result<Rate, ConversionError> {
+        let step = Decimal::new(1, Self::DECIMALS);
+        let parts = value.checked_div(step).ok_or(ConversionError::OutOfRange { what: "rate", value })?;
+        if !parts.fract().is_zero() {
+            return Err(ConversionError::OffGrid { what: "rate", value, step });
+        }
+        parts.to_i64().map(Rate).ok_or(ConversionError::OutOfRange { what: "rate", value })
+    }
+
+    /// The rate as a decimal fraction.
+    pub fn to_decimal(self) -> Decimal {
+        Decimal::new(self.0, Self::DECIMALS)
+    }
+
+    /// `amount × rate`, exact in integers and rounded as asked.
+    #[inline]
+    pub fn of(self, amount: Money, rounding: Rounding) -> Result<Money, ArithmeticError> {
+        mul_div(amount.0, self.0, Self::SCALE, rounding).map(Money)
+    }
+
+    /// Addition that reports overflow.
+    pub fn checked_add(self, other: Rate) -> Result<Rate, ArithmeticError> {
+        self.0.checked_add(other.0).map(Rate).ok_or(ArithmeticError::Overflow)
+    }
+
+    /// Subtraction that reports overflow.
+    pub fn checked_sub(self, other: Rate) -> Result<Rate, ArithmeticError> {
+        self.0.checked_sub(other.0).map(Rate).ok_or(ArithmeticError::Overflow)
+    }
+
+    /// `self × other` as a rate (e.g. a clamp factor of 600% times a margin spread), rounded as asked.
+    pub fn times(self, other: Rate, rounding: Rounding) -> Result<Rate, ArithmeticError> {
+        mul_div(self.0, other.0, Self::SCALE, rounding).map(Rate)
+    }
+
+    /// The rate bounded to `[-bound, +bound]` (`bound` is taken as a magnitude).
+    pub fn clamp_abs(self, bound: Rate) -> Rate {
+        let b = bound.0.saturating_abs();
+        Rate(self.0.clamp(-b, b))
+    }
+}
+
+impl FromStr for Rate {
+    type Err = ConversionError;
+
+    /// Parses a decimal fraction such as `"0.0125"`; anything that is not a number is out of range.
+    fn from_str(s: &str) -> Result<Rate, ConversionError> {
+        let value = Decimal::from_str(s.trim())
+            .map_err(|_| ConversionError::OutOfRange { what: "rate", value: Decimal::ZERO })?;
+        Rate::from_decimal(value)
+    }
+}
+
+impl fmt::Display for Rate {
+    /// Prints the rate as a percentage with six decimals, e.g. `0.500000%`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}%", (self.to_decimal() * Decimal::ONE_HUNDRED).round_dp(6))
+    }
+}
+
+/// `num / den` rounded as asked, for `i64`; `den` must be non-zero.
+#[inline]
+pub(crate) fn div_round(num: i64, den: i64, rounding: Rounding) -> Result<i64, ArithmeticError> {
+    if den == 0 {
+        return Err(ArithmeticError::DivisionByZero);
+    }
+    let quotient = num.checked_div(den).ok_or(ArithmeticError::Overflow)?;
+    let remainder = num % den;
+    if remainder == 0 {
+        return Ok(quotient);
+    }
+    // Truncation went towards zero; step once the other way when that is not the asked direction.
+    let exact_is_negative = (remainder < 0) != (den < 0);
+    Ok(match (rounding, exact_is_negative) {
+        (Rounding::Floor, true) => quotient - 1,
+        (Rounding::Ceil, false) => quotient + 1,
+        _ => quotient,
+    })
+}
+
+/// `num / den` rounded as asked, for `i128`.
+pub(crate) fn div_round_wide(num: i128, den: i128, rounding: Rounding) -> Result<i128, ArithmeticError> {
+    if den == 0 {
+        return Err(ArithmeticError::DivisionByZero);
+    }
+    let quotient = num.checked_div(den).ok_or(ArithmeticError::Overflow)?;
+    let remainder = num % den;
+    if remainder == 0 {
+        return Ok(quotient);
+    }
+    let exact_is_negative = (remainder < 0) != (den < 0);
+    Ok(match (rounding, exact_is_negative) {
+        (Rounding::Floor, true) => quotient - 1,
+        (Rounding::Ceil, false) => quotient + 1,
+        _ => quotient,
+    })
+}
+
+/// `a × b / den` rounded as asked, exact for all inputs.
+///
+/// The product almost always fits 64 bits on the hot path, where a division by the constant
+/// scale compiles to a multiplication; only a product that overflows falls back to 128 bits.
+#[inline]
+pub(crate) fn mul_div(a: i64, b: i64, den: i64, rounding: Rounding) -> Result<i64, ArithmeticError> {
+    match a.checked_mul(b) {
+        Some(product) => div_round(product, den, rounding),
+        None => narrow(div_round_wide(i128::from(a) * i128::from(b), i128::from(den), rounding)?),
+    }
+}
+
+/// An `i128` intermediate back to `i64`, or an overflow error.
+#[inline]
+pub(crate) fn narrow(value: i128) -> Result<i64, ArithmeticError> {
+    i64::try_from(value).map_err(|_| ArithmeticError::Overflow)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_and_prints_published_rates() {
+        assert_eq!("0.005".parse::<Rate>(), Ok(Rate(500_000)));
+        assert_eq!("-0.00184".parse::<Rate>(), Ok(Rate(-184_000)));
+        assert!(matches!("0.000000001".parse::<Rate>(), Err(ConversionError::OffGrid { .. })));
+        assert!("abc".parse::<Rate>().is_err());
+        assert_eq!(Rate(500_000).to_string(), "0.500000%");
+    }
+
+    #[test]
+    fn applies_rates_with_the_asked_rounding() {
+        // 0.5% of 0.000199 is 0.000000995: one money unit up, zero down.
+        assert_eq!(Rate(500_000).of(Money(199), Rounding::Ceil), Ok(Money(1)));
+        assert_eq!(Rate(500_000).of(Money(199), Rounding::Floor), Ok(Money(0)));
+        assert_eq!(Rate(500_000).of(Money(-199), Rounding::Floor), Ok(Money(-1)));
+        // A product beyond 64 bits still comes out exact through the wide path.
+        assert_eq!(Rate(Rate::SCALE).of(Money(i64::MAX), Rounding::Floor), Ok(Money(i64::MAX)));
+        assert_eq!(Rate(2 * Rate::SCALE).of(Money(i64::MAX), Rounding::Floor), Err(ArithmeticError::Overflow));
+    }
+
+    proptest! {
+        #[test]
+        fn mul_div_matches_wide_reference(a in any::<i64>(), b in -(1i64 << 40)..(1i64 << 40), den in 1i64..(1 << 40)) {
+            let wide = div_round_wide(i128::from(a) * i128::from(b), i128::from(den), Rounding::Floor).unwrap();
+            let expected = i64::try_from(wide).map_err(|_| ArithmeticError::Overflow);
+            prop_assert_eq!(mul_div(a, b, den, Rounding::Floor), expected);
+            let wide_ceil = div_round_wide(i128::from(a) * i128::from(b), i128::from(den), Rounding::Ceil).unwrap();
+            prop_assert!(wide_ceil - wide <= 1);
+        }
+    }
+}

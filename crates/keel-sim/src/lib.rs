@@ -1,0 +1,13 @@
+//! Simulation tools for Keel.
+//!
+//! - [`flow`]: a deterministic generator of realistic order flow (many accounts; resting limits,
+//!   IOC takers, market orders, cancels and reprices around a random-walk mid) in calm, volatile
+//!   and crash regimes.
+//! - [`harness`]: replays a generated flow through an `OrderBook`, measuring throughput and
+//!   per-operation latency with an HDR histogram.
+
+pub mod flow;
+pub mod harness;
+mod rng;
+
+pub use rng::Rng;
