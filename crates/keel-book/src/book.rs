@@ -18,6 +18,8 @@ pub(crate) struct RestingOrder {
     /// Open (unfilled) quantity.
     pub qty: Qty,
     pub account: AccountId,
+    /// Index of the account's order list in `OrderBook::account_lists`.
+    pub account_slot: u32,
     /// Slot of the price level in the level slab.
     pub level: u32,
     /// Neighbours in the level's FIFO queue (`NIL` at the ends).
@@ -85,6 +87,9 @@ enum MatchEnd {
     SelfTrade,
 }
 
+/// Empty levels tolerated behind the touch beyond half the ladder before compacting.
+const COMPACTION_SLACK: usize = 256;
+
 /// A limit or market order ready to execute (validated, stop already triggered).
 #[derive(Clone, Copy)]
 struct Executable {
@@ -130,10 +135,15 @@ pub struct OrderBook {
     pub(crate) bids: Ladder,
     pub(crate) asks: Ladder,
     pub(crate) ids: IdMap<OrderId, Handle>,
-    pub(crate) accounts: IdMap<AccountId, AccountOrders>,
+    /// Account → index of its order list in `account_lists`. Entries are never removed, so the
+    /// index a resting order records stays valid and unlinking it needs no hash lookup.
+    pub(crate) account_slots: IdMap<AccountId, u32>,
+    pub(crate) account_lists: Vec<AccountOrders>,
     pub(crate) stops: StopBook,
     pub(crate) last_trade: Option<Price>,
     pub(crate) mark: Option<Price>,
+    /// Empty levels kept behind the touch (see `retire_level`).
+    pub(crate) empty_levels: usize,
     /// Reused buffers, kept to avoid allocating while triggering stops and cancelling in bulk.
     fired: Vec<PendingStop>,
     slots: Vec<u32>,
@@ -167,10 +177,12 @@ impl OrderBook {
             bids: Ladder::with_capacity(Side::Buy, config.level_capacity / 2),
             asks: Ladder::with_capacity(Side::Sell, config.level_capacity / 2),
             ids: IdMap::with_capacity_and_hasher(config.order_capacity, Default::default()),
-            accounts: IdMap::with_capacity_and_hasher(config.account_capacity, Default::default()),
+            account_slots: IdMap::with_capacity_and_hasher(config.account_capacity, Default::default()),
+            account_lists: Vec::with_capacity(config.account_capacity),
             stops: StopBook::with_capacity(config.order_capacity / 16),
             last_trade: None,
             mark: None,
+            empty_levels: 0,
             fired: Vec::with_capacity(64),
             slots: Vec::with_capacity(64),
         }
@@ -199,7 +211,7 @@ impl OrderBook {
             out.push(BookEvent::Rejected { id: order.id, reason });
             return Err(reason);
         }
-        out.push(BookEvent::Accepted { order });
+        out.push(BookEvent::Accepted { id: order.id, account: order.account });
         if stop_params(order.kind).is_some() {
             let slot = self.stops.insert(order);
             self.ids.insert(order.id, Handle::Stop(slot));
@@ -216,9 +228,10 @@ impl OrderBook {
         reason: CancelReason,
         out: &mut Vec<BookEvent>,
     ) -> Result<(), RejectReason> {
-        match self.ids.get(&id).copied() {
+        match self.ids.remove(&id) {
             Some(Handle::Resting(slot)) => {
-                self.cancel_resting(slot, reason, out);
+                let order = self.unlink_resting(slot);
+                self.push_cancel(order.id, order.account, order.qty, reason, out);
                 Ok(())
             }
             Some(Handle::Stop(slot)) => {
@@ -241,8 +254,8 @@ impl OrderBook {
         out: &mut Vec<BookEvent>,
     ) -> usize {
         let mut cancelled = 0;
-        if let Some(list) = self.accounts.get(&account) {
-            let mut at = list.head;
+        if let Some(&account_slot) = self.account_slots.get(&account) {
+            let mut at = self.account_lists[account_slot as usize].head;
             while at != NIL {
                 let next = self.orders[at as usize].account_next;
                 self.cancel_resting(at, reason, out);
@@ -254,6 +267,7 @@ impl OrderBook {
         slots.clear();
         self.stops.slots_of(account, &mut slots);
         for &slot in &slots {
+            self.ids.remove(&self.stops.get(slot).order.id);
             self.cancel_stop(slot, reason, out);
             cancelled += 1;
         }
@@ -289,7 +303,9 @@ impl OrderBook {
             });
             return Ok(());
         }
-        self.remove_resting(slot);
+        // The order is entered again below; its id is free until it rests.
+        self.unlink_resting(slot);
+        self.ids.remove(&order.id);
         out.push(BookEvent::Amended {
             id: order.id,
             account: order.account,
@@ -479,7 +495,9 @@ impl OrderBook {
     fn protection_limit(&self, side: Side) -> Option<Price> {
         let opposite = self.ladder(side.opposite());
         let best = opposite.price(opposite.best()?.key);
-        let distance = (i128::from(best.0) * i128::from(self.config.market_protection_bps) / 10_000) as i64;
+        let bps = i128::from(self.config.market_protection_bps);
+        // A distance beyond i64 (huge prices and protection) must clamp, not truncate into garbage.
+        let distance = i64::try_from(i128::from(best.0) * bps / 10_000).unwrap_or(i64::MAX);
         Some(match side {
             Side::Buy => Price(best.0.saturating_add(distance)),
             Side::Sell => Price((best.0 - distance).max(1)),
@@ -562,7 +580,8 @@ impl OrderBook {
                 });
                 self.last_trade = Some(level_price);
                 if maker_remaining.0 == 0 {
-                    self.remove_resting(at);
+                    self.unlink_resting(at);
+                    self.ids.remove(&maker.id);
                 } else {
                     self.orders[at as usize].qty = maker_remaining;
                     self.levels[best.level as usize].qty -= qty;
@@ -581,18 +600,27 @@ impl OrderBook {
     fn rest(&mut self, order: Executable, price: Price, qty: Qty) {
         let ladder = ladder_mut(&mut self.bids, &mut self.asks, order.side);
         let key = ladder.key(price);
-        let level = match ladder.find(key) {
-            Ok(at) => ladder.rungs()[at].level,
-            Err(at) => {
+        let level = match ladder.level_at(key) {
+            Some(level) => {
+                if self.levels[level as usize].count == 0 {
+                    self.empty_levels -= 1;
+                }
+                level
+            }
+            None => {
                 let level =
                     self.levels.insert(Level { price, qty: Qty::ZERO, count: 0, head: NIL, tail: NIL })
                         as u32;
-                ladder.insert(at, Rung { key, level });
+                ladder.insert(Rung { key, level });
                 level
             }
         };
-        let account_list =
-            self.accounts.entry(order.account).or_insert(AccountOrders { head: NIL, tail: NIL, count: 0 });
+        let account_lists = &mut self.account_lists;
+        let account_slot = *self.account_slots.entry(order.account).or_insert_with(|| {
+            account_lists.push(AccountOrders { head: NIL, tail: NIL, count: 0 });
+            (account_lists.len() - 1) as u32
+        });
+        let account_list = &mut self.account_lists[account_slot as usize];
         let level_tail = self.levels[level as usize].tail;
         let account_tail = account_list.tail;
         let slot = self.orders.insert(RestingOrder {
@@ -600,6 +628,7 @@ impl OrderBook {
             price,
             qty,
             account: order.account,
+            account_slot,
             level,
             prev: level_tail,
             next: NIL,
@@ -631,8 +660,9 @@ impl OrderBook {
         self.ids.insert(order.id, Handle::Resting(slot));
     }
 
-    /// Takes a resting order out of its level, its account list, the id index and the slab.
-    fn remove_resting(&mut self, slot: u32) -> RestingOrder {
+    /// Takes a resting order out of its level, its account list and the slab. The caller removes
+    /// its id from the index (it often has just looked it up there).
+    fn unlink_resting(&mut self, slot: u32) -> RestingOrder {
         let order = self.orders.remove(slot as usize);
         // Level queue.
         let level = &mut self.levels[order.level as usize];
@@ -650,37 +680,77 @@ impl OrderBook {
             self.orders[order.next as usize].prev = order.prev;
         }
         if self.levels[order.level as usize].count == 0 {
-            let ladder = ladder_mut(&mut self.bids, &mut self.asks, order.side);
-            let key = ladder.key(order.price);
-            ladder.remove(key);
-            self.levels.remove(order.level as usize);
+            self.retire_level(order.side, order.level);
         }
         // Account list.
-        if let Some(list) = self.accounts.get_mut(&order.account) {
-            if order.account_prev == NIL {
-                list.head = order.account_next;
-            } else {
-                self.orders[order.account_prev as usize].account_next = order.account_next;
-            }
-            if order.account_next == NIL {
-                list.tail = order.account_prev;
-            } else {
-                self.orders[order.account_next as usize].account_prev = order.account_prev;
-            }
-            list.count -= 1;
+        let list = &mut self.account_lists[order.account_slot as usize];
+        if order.account_prev == NIL {
+            list.head = order.account_next;
+        } else {
+            self.orders[order.account_prev as usize].account_next = order.account_next;
         }
-        self.ids.remove(&order.id);
+        let list = &mut self.account_lists[order.account_slot as usize];
+        if order.account_next == NIL {
+            list.tail = order.account_prev;
+        } else {
+            self.orders[order.account_next as usize].account_prev = order.account_prev;
+        }
+        self.account_lists[order.account_slot as usize].count -= 1;
         order
     }
 
+    /// Deals with a level that just became empty.
+    ///
+    /// At the touch it is dropped at once, with any empty levels behind it, so the best rung of a
+    /// side is always a live level. Deeper in the book it is left in place, empty: removing a rung
+    /// from the middle of the ladder moves every rung behind it, and the price is likely to be
+    /// quoted again. Once empty rungs outnumber live ones (plus some slack) the ladders are
+    /// compacted in one pass, which bounds the memory kept and amortises the cost.
+    fn retire_level(&mut self, side: Side, level: u32) {
+        let ladder = ladder_mut(&mut self.bids, &mut self.asks, side);
+        if ladder.best().map(|rung| rung.level) != Some(level) {
+            self.empty_levels += 1;
+            if self.empty_levels > (self.bids.len() + self.asks.len()) / 2 + COMPACTION_SLACK {
+                self.compact_levels();
+            }
+            return;
+        }
+        while let Some(best) = ladder.best() {
+            if self.levels[best.level as usize].count != 0 {
+                break;
+            }
+            ladder.pop_best();
+            self.levels.remove(best.level as usize);
+            if best.level != level {
+                self.empty_levels -= 1;
+            }
+        }
+    }
+
+    /// Drops every empty level from both ladders.
+    fn compact_levels(&mut self) {
+        let levels = &mut self.levels;
+        for ladder in [&mut self.bids, &mut self.asks] {
+            ladder.retain(|rung| {
+                let live = levels[rung.level as usize].count != 0;
+                if !live {
+                    levels.remove(rung.level as usize);
+                }
+                live
+            });
+        }
+        self.empty_levels = 0;
+    }
+
     fn cancel_resting(&mut self, slot: u32, reason: CancelReason, out: &mut Vec<BookEvent>) {
-        let order = self.remove_resting(slot);
+        let order = self.unlink_resting(slot);
+        self.ids.remove(&order.id);
         self.push_cancel(order.id, order.account, order.qty, reason, out);
     }
 
+    /// Removes a pending stop; the caller has removed its id from the index.
     fn cancel_stop(&mut self, slot: u32, reason: CancelReason, out: &mut Vec<BookEvent>) {
         let stop = self.stops.remove(slot);
-        self.ids.remove(&stop.order.id);
         self.push_cancel(stop.order.id, stop.order.account, stop.order.qty, reason, out);
     }
 

@@ -3,13 +3,13 @@
 use crate::book::{Handle, OrderBook};
 use crate::ladder::NIL;
 use keel_types::{Qty, Side};
-use std::collections::HashMap;
 
 impl OrderBook {
     /// Checks every structural invariant and returns the first violation found.
     ///
     /// - the book is not crossed (best bid < best ask);
-    /// - each side's levels are strictly sorted, non-empty, on the right side of the book;
+    /// - each side's levels are strictly sorted and its best level is not empty (empty levels are
+    ///   kept only behind the touch, and counted);
     /// - each level's queue links are consistent and its quantity and count are the sums of its orders;
     /// - every order has positive open quantity, is in exactly one level and one account list, and
     ///   its id maps to it; every id maps to exactly one live order;
@@ -21,10 +21,17 @@ impl OrderBook {
             return Err(format!("book crossed: bid {bid} >= ask {ask}"));
         }
         let mut seen_in_levels = 0usize;
+        let mut empty = 0usize;
         for side in [Side::Buy, Side::Sell] {
             let ladder = self.ladder(side);
             if !ladder.rungs().windows(2).all(|w| w[0].key < w[1].key) {
                 return Err(format!("{side:?} levels not strictly sorted"));
+            }
+            if !ladder.check_index() {
+                return Err(format!("{side:?} price index does not match the levels"));
+            }
+            if ladder.best().is_some_and(|best| self.levels[best.level as usize].count == 0) {
+                return Err(format!("{side:?} best level is empty"));
             }
             for rung in ladder.rungs() {
                 let level =
@@ -52,8 +59,11 @@ impl OrderBook {
                     prev = at;
                     at = order.next;
                 }
-                if count == 0 || prev != level.tail || count != level.count || qty != level.qty {
+                if prev != level.tail || count != level.count || qty != level.qty {
                     return Err(format!("level {} totals or tail inconsistent", level.price));
+                }
+                if count == 0 {
+                    empty += 1;
                 }
                 seen_in_levels += count as usize;
             }
@@ -61,12 +71,22 @@ impl OrderBook {
         if seen_in_levels != self.orders.len() || self.levels.len() != self.bids.len() + self.asks.len() {
             return Err("orders or levels outside the ladders".into());
         }
-        let mut per_account: HashMap<_, usize> = HashMap::new();
-        for (&account, list) in &self.accounts {
+        if empty != self.empty_levels {
+            return Err(format!("{empty} empty levels kept but {} counted", self.empty_levels));
+        }
+        if self.account_slots.len() != self.account_lists.len() {
+            return Err("account index and account lists differ in size".into());
+        }
+        let mut listed = 0usize;
+        for (&account, &account_slot) in &self.account_slots {
+            let list = self.account_lists.get(account_slot as usize).ok_or("account slot out of range")?;
             let (mut prev, mut at, mut count) = (NIL, list.head, 0u32);
             while at != NIL {
                 let order = &self.orders[at as usize];
-                if order.account != account || order.account_prev != prev {
+                if order.account != account
+                    || order.account_slot != account_slot
+                    || order.account_prev != prev
+                {
                     return Err(format!("account {account} order list badly linked"));
                 }
                 count += 1;
@@ -76,9 +96,9 @@ impl OrderBook {
             if prev != list.tail || count != list.count {
                 return Err(format!("account {account} list tail or count wrong"));
             }
-            *per_account.entry(account).or_default() += count as usize;
+            listed += count as usize;
         }
-        if per_account.values().sum::<usize>() != self.orders.len() {
+        if listed != self.orders.len() {
             return Err("an order is missing from its account list".into());
         }
         let stops_indexed = self.ids.values().filter(|h| matches!(h, Handle::Stop(_))).count();

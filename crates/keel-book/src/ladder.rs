@@ -3,7 +3,10 @@
 //! Almost all activity happens at or near the touch, so keeping the best level at the *end* of a
 //! sorted vector makes the common inserts and removals touch only the last few elements (a short
 //! `memmove`, no allocation once the vector has grown), and the best level is a single load.
+//! A hash index from price to level makes joining an existing level, the commonest insert, O(1)
+//! without a search through the vector; only a new level pays for the sorted insert.
 
+use crate::hash::IdMap;
 use keel_types::{Price, Side};
 
 /// Marks "no index" in the intrusive lists and ladders.
@@ -23,6 +26,8 @@ pub(crate) struct Rung {
 pub(crate) struct Ladder {
     side: Side,
     rungs: Vec<Rung>,
+    /// Key → level slot, for every rung.
+    index: IdMap<i64, u32>,
 }
 
 /// How many rungs from the touch are scanned linearly before falling back to binary search.
@@ -30,7 +35,11 @@ const NEAR_TOUCH: usize = 8;
 
 impl Ladder {
     pub fn with_capacity(side: Side, capacity: usize) -> Ladder {
-        Ladder { side, rungs: Vec::with_capacity(capacity) }
+        Ladder {
+            side,
+            rungs: Vec::with_capacity(capacity),
+            index: IdMap::with_capacity_and_hasher(capacity, Default::default()),
+        }
     }
 
     /// Maps a price to this side's key: bids rank high prices first, asks low prices first.
@@ -38,7 +47,9 @@ impl Ladder {
     pub fn key(&self, price: Price) -> i64 {
         match self.side {
             Side::Buy => price.0,
-            Side::Sell => -price.0,
+            // Queries pass prices nobody validated: `-i64::MIN` would overflow. Saturating keeps the
+            // order, and the key it gives (`i64::MAX`) belongs to no valid price.
+            Side::Sell => price.0.saturating_neg(),
         }
     }
 
@@ -75,20 +86,44 @@ impl Ladder {
         self.rungs[..scan_from].binary_search_by_key(&key, |r| r.key)
     }
 
-    /// Inserts a rung at the position `find` returned.
+    /// The level slot of the rung with `key`, if there is one.
     #[inline]
-    pub fn insert(&mut self, at: usize, rung: Rung) {
-        self.rungs.insert(at, rung);
+    pub fn level_at(&self, key: i64) -> Option<u32> {
+        self.index.get(&key).copied()
     }
 
-    /// Removes the rung with `key`; it must exist.
+    /// Adds a rung for a key that has none yet, in its sorted place.
     #[inline]
-    pub fn remove(&mut self, key: i64) {
-        if let Ok(at) = self.find(key) {
-            self.rungs.remove(at);
-        } else {
-            debug_assert!(false, "removing a level that is not in the ladder");
+    pub fn insert(&mut self, rung: Rung) {
+        let at = self.find(rung.key).unwrap_or_else(|at| at);
+        self.rungs.insert(at, rung);
+        self.index.insert(rung.key, rung.level);
+    }
+
+    /// Removes the best rung.
+    #[inline]
+    pub fn pop_best(&mut self) {
+        if let Some(rung) = self.rungs.pop() {
+            self.index.remove(&rung.key);
         }
+    }
+
+    /// Keeps only the rungs for which `keep` is true, in order.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Rung) -> bool) {
+        let index = &mut self.index;
+        self.rungs.retain(|rung| {
+            let kept = keep(rung);
+            if !kept {
+                index.remove(&rung.key);
+            }
+            kept
+        });
+    }
+
+    /// Checks that the index names exactly the rungs.
+    pub fn check_index(&self) -> bool {
+        self.index.len() == self.rungs.len()
+            && self.rungs.iter().all(|rung| self.index.get(&rung.key) == Some(&rung.level))
     }
 
     /// Rungs from the best price outward.

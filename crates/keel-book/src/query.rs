@@ -83,23 +83,25 @@ impl OrderBook {
     /// Total open quantity resting on `side` at exactly `price`.
     pub fn qty_at(&self, side: Side, price: Price) -> Qty {
         let ladder = self.ladder(side);
-        match ladder.find(ladder.key(price)) {
-            Ok(at) => self.levels[ladder.rungs()[at].level as usize].qty,
-            Err(_) => Qty::ZERO,
-        }
+        ladder.level_at(ladder.key(price)).map_or(Qty::ZERO, |level| self.levels[level as usize].qty)
     }
 
     /// The levels of `side` from the best price outward (L2 depth: take the first N).
     pub fn levels(&self, side: Side) -> impl Iterator<Item = LevelView> + '_ {
-        self.ladder(side).iter_best_first().map(|rung| {
+        // Empty levels kept behind the touch (see `OrderBook::retire_level`) are not depth.
+        self.ladder(side).iter_best_first().filter_map(|rung| {
             let level = &self.levels[rung.level as usize];
-            LevelView { price: level.price, qty: level.qty, orders: level.count }
+            (level.count != 0).then_some(LevelView {
+                price: level.price,
+                qty: level.qty,
+                orders: level.count,
+            })
         })
     }
 
     /// Number of price levels on `side`.
     pub fn level_count(&self, side: Side) -> usize {
-        self.ladder(side).len()
+        self.levels(side).count()
     }
 
     /// What a taker on `taker_side` would get for `qty` by sweeping the opposite side (the impact
@@ -196,7 +198,8 @@ impl OrderBook {
 
     /// The resting orders of `account`, in the order they came to rest.
     pub fn account_orders(&self, account: AccountId) -> impl Iterator<Item = OrderView> + '_ {
-        let mut at = self.accounts.get(&account).map_or(NIL, |list| list.head);
+        let mut at =
+            self.account_slots.get(&account).map_or(NIL, |&slot| self.account_lists[slot as usize].head);
         std::iter::from_fn(move || {
             (at != NIL).then(|| {
                 let view = self.view(at);
