@@ -168,6 +168,10 @@ fn crosses(side: Side, limit: Price, resting: Price) -> bool {
 }
 
 impl OrderBook {
+    /// Bytes of one resting order's slot in the order slab; what a resting order costs beyond it
+    /// is its share of the id index, the price levels and the account lists.
+    pub const ORDER_SLOT_BYTES: usize = std::mem::size_of::<RestingOrder>();
+
     /// An empty book with the given limits and pre-sized capacities.
     pub fn new(config: BookConfig) -> OrderBook {
         OrderBook {
