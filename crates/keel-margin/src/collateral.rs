@@ -1,7 +1,7 @@
 //! Collateral assets: the settlement stablecoin plus assets valued at their price less a haircut.
 
 use crate::MarginError;
-use crate::rate::{Rate, div_round_wide, narrow};
+use crate::rate::{Divisor, Rate, div_round_wide, narrow};
 use keel_types::{ArithmeticError, Money, Rounding};
 use std::fmt;
 
@@ -37,8 +37,9 @@ pub struct AssetConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Asset {
     pub(crate) config: AssetConfig,
-    /// `10^decimals`.
+    /// `10^decimals`, with its reciprocal for the common case where the product fits 64 bits.
     unit: i128,
+    unit_div: Divisor,
     /// `price × (1 − haircut)`, rounded down; what one whole unit counts for as margin.
     margin_price: Money,
 }
@@ -53,7 +54,8 @@ impl Asset {
             return Err(MarginError::InvalidConfig("asset decimals must be at most 18"));
         }
         let unit = 10i128.pow(config.decimals);
-        let mut asset = Asset { config, unit, margin_price: Money::ZERO };
+        let unit_div = Divisor::new(10u64.pow(config.decimals))?;
+        let mut asset = Asset { config, unit, unit_div, margin_price: Money::ZERO };
         asset.reprice(asset.config.price, asset.config.haircut)?;
         Ok(asset)
     }
@@ -76,6 +78,9 @@ impl Asset {
     /// Margin value of `amount` units: `amount × price × (1 − haircut)`, rounded down (against the holder).
     #[inline]
     pub(crate) fn margin_value(&self, amount: i64) -> Result<Money, ArithmeticError> {
+        if let Some(gross) = amount.checked_mul(self.margin_price.0) {
+            return self.unit_div.divide(gross, Rounding::Floor).map(Money);
+        }
         let gross = i128::from(amount) * i128::from(self.margin_price.0);
         narrow(div_round_wide(gross, self.unit, Rounding::Floor)?).map(Money)
     }

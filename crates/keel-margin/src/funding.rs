@@ -83,7 +83,11 @@ pub fn funding_rate(average_premium: Rate, config: &FundingConfig) -> Result<Rat
 }
 
 /// dYdX v4's funding-rate cap: `clamp factor × (initial margin fraction − maintenance fraction)`.
-pub fn dydx_funding_cap(clamp_factor: Rate, initial: Rate, maintenance: Rate) -> Result<Rate, ArithmeticError> {
+pub fn dydx_funding_cap(
+    clamp_factor: Rate,
+    initial: Rate,
+    maintenance: Rate,
+) -> Result<Rate, ArithmeticError> {
     clamp_factor.times(initial.checked_sub(maintenance)?, Rounding::Floor)
 }
 
@@ -98,9 +102,11 @@ pub(crate) struct PremiumSamples {
 impl PremiumSamples {
     /// Records one sample.
     pub(crate) fn push(&mut self, premium: Rate) {
-        self.count += 1;
-        self.sum += i128::from(premium.0);
-        self.weighted_sum += i128::from(premium.0) * i128::from(self.count);
+        // Saturating: unreachable with prices inside any configured range, but never a panic.
+        self.count = self.count.saturating_add(1);
+        self.sum = self.sum.saturating_add(i128::from(premium.0));
+        self.weighted_sum =
+            self.weighted_sum.saturating_add(i128::from(premium.0).saturating_mul(i128::from(self.count)));
     }
 
     /// The interval's average premium (zero without samples), truncated towards zero.
@@ -158,9 +164,8 @@ pub fn distribute_funding(
             continue;
         }
         if size.signum() == payer_sign {
-            let notional = i128::from(size.unsigned_abs())
-                * i128::from(price.0)
-                * i128::from(money_per_tick_lot);
+            let notional =
+                i128::from(size.unsigned_abs()) * i128::from(price.0) * i128::from(money_per_tick_lot);
             let owed = abs_rate.of(Money(narrow(notional)?), Rounding::Ceil)?;
             collected += i128::from(owed.0);
             payments.push((account, Money(owed.0.checked_neg().ok_or(ArithmeticError::Overflow)?)));
@@ -232,8 +237,14 @@ mod tests {
         let f = funding_rate(p, &hourly).unwrap();
         assert_eq!(f, rate("0.0011875"));
         // 2 BTC long against 2 BTC short at oracle 10,000 (tick 1, lot 1 BTC: 1e6 money per tick-lot).
-        let pays = distribute_funding(MarketId(1), &[(AccountId(1), 2), (AccountId(2), -2)], Price(10_000), 1_000_000, f)
-            .unwrap();
+        let pays = distribute_funding(
+            MarketId(1),
+            &[(AccountId(1), 2), (AccountId(2), -2)],
+            Price(10_000),
+            1_000_000,
+            f,
+        )
+        .unwrap();
         // 2 × 10,000 × 0.95% / 8 = 23.75 USD.
         assert_eq!(pays, vec![(AccountId(1), Money(-23_750_000)), (AccountId(2), Money(23_750_000))]);
     }
@@ -282,7 +293,12 @@ mod tests {
         // One payer owes exactly 1 unit; receivers split 1 three ways: lowest id (3) gets it.
         assert_eq!(
             pays,
-            vec![(AccountId(3), Money(1)), (AccountId(4), Money(0)), (AccountId(5), Money(0)), (AccountId(9), Money(-1))]
+            vec![
+                (AccountId(3), Money(1)),
+                (AccountId(4), Money(0)),
+                (AccountId(5), Money(0)),
+                (AccountId(9), Money(-1))
+            ]
         );
         assert!(matches!(
             distribute_funding(MarketId(1), &[(AccountId(1), 5)], Price(10), 1, Rate(1)),

@@ -42,7 +42,9 @@ impl Solver<'_> {
     /// Maintenance margin at mark `p`, computed exactly as the account evaluation does.
     fn maintenance(&self, p: i64) -> Result<i128, ArithmeticError> {
         let notional = match self.basis {
-            MarginBasis::MarkValue => narrow(i128::from(self.size.unsigned_abs()) * i128::from(p) * i128::from(self.k))?,
+            MarginBasis::MarkValue => {
+                narrow(i128::from(self.size.unsigned_abs()) * i128::from(p) * i128::from(self.k))?
+            }
             MarginBasis::EntryValue => self.cost.checked_abs().ok_or(ArithmeticError::Overflow)?,
         };
         Ok(self.other_maintenance + i128::from(self.tiers.maintenance_margin(Money(notional))?.0))
@@ -54,39 +56,47 @@ impl Solver<'_> {
     }
 
     /// The closed-form root, per tier on a mark basis, picking the tier its own notional falls in.
-    fn seed(&self) -> Result<i64, ArithmeticError> {
+    /// Only a starting point for the exact search: if it cannot be computed, the search starts at 1.
+    fn seed(&self) -> i64 {
+        self.closed_form().unwrap_or(1).clamp(1, i128::from(self.max_price)) as i64
+    }
+
+    fn closed_form(&self) -> Option<i128> {
         let s = i128::from(self.size);
         let k = i128::from(self.k);
         let scale = i128::from(Rate::SCALE);
-        let base = self.other_maintenance - self.backing + i128::from(self.cost);
-        let mut guess = 1i128;
+        let base = self.other_maintenance.checked_sub(self.backing)?.checked_add(i128::from(self.cost))?;
         match self.basis {
             MarginBasis::EntryValue => {
-                let own = i128::from(self.tiers.maintenance_margin(Money(self.cost))?.0);
-                guess = div_round_wide(base + own, s * k, Rounding::Floor)?;
+                let own = i128::from(self.tiers.maintenance_margin(Money(self.cost)).ok()?.0);
+                div_round_wide(base.checked_add(own)?, s.checked_mul(k)?, Rounding::Floor).ok()
             }
             MarginBasis::MarkValue => {
                 let tiers = self.tiers.tiers();
+                let mut guess = None;
                 for (i, tier) in tiers.iter().enumerate() {
-                    let num = (base - i128::from(tier.maintenance_amount.0)) * scale;
-                    let den = k * (s * scale - s.abs() * i128::from(tier.maintenance_rate.0));
-                    guess = div_round_wide(num, den, Rounding::Floor)?;
-                    let n = s.abs() * guess * k;
+                    let num = base.checked_sub(i128::from(tier.maintenance_amount.0))?.checked_mul(scale)?;
+                    let per_lot = s
+                        .checked_mul(scale)?
+                        .checked_sub(s.abs().checked_mul(i128::from(tier.maintenance_rate.0))?)?;
+                    let root = div_round_wide(num, k.checked_mul(per_lot)?, Rounding::Floor).ok()?;
+                    guess = Some(root);
+                    let n = s.abs().checked_mul(root)?.checked_mul(k)?;
                     let upper = tiers.get(i + 1).map_or(i128::MAX, |t| i128::from(t.floor.0));
                     if n >= i128::from(tier.floor.0) && n < upper {
                         break;
                     }
                 }
+                guess
             }
         }
-        Ok(guess.clamp(1, i128::from(self.max_price)) as i64)
     }
 
     /// Liquidation price in ticks. Long: the highest mark at which the position is liquidatable;
     /// short: the lowest. `None` when no mark in `1..=max_price` liquidates it.
     pub(crate) fn liquidation_price(&self) -> Result<Option<Price>, ArithmeticError> {
         let max = self.max_price;
-        let guess = self.seed()?;
+        let guess = self.seed();
         if self.size > 0 {
             if !self.liquidatable(1)? {
                 return Ok(None);
@@ -102,7 +112,8 @@ impl Solver<'_> {
             if self.liquidatable(1)? {
                 return Ok(Some(Price(1)));
             }
-            let safe = last_true(1, max, guess.saturating_sub(1).max(1), |p| self.liquidatable(p).map(|l| !l))?;
+            let safe =
+                last_true(1, max, guess.saturating_sub(1).max(1), |p| self.liquidatable(p).map(|l| !l))?;
             Ok(Some(Price(safe + 1)))
         }
     }

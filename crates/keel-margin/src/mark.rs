@@ -127,8 +127,12 @@ pub struct MarkInputs {
 /// Applies a mark rule. A missing basis or last trade is replaced by the funding-basis price, so
 /// that a market without a book or without trades is marked at its carried index.
 pub fn mark_price(method: MarkMethod, inputs: &MarkInputs) -> Result<Price, ArithmeticError> {
-    let price1 =
-        funding_basis_price(inputs.index, inputs.last_funding_rate, inputs.ms_until_funding, inputs.interval_ms)?;
+    let price1 = funding_basis_price(
+        inputs.index,
+        inputs.last_funding_rate,
+        inputs.ms_until_funding,
+        inputs.interval_ms,
+    )?;
     let price2 = inputs.basis_price.unwrap_or(price1);
     Ok(match method {
         MarkMethod::FundingBasis => price1,

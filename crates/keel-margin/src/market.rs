@@ -1,10 +1,10 @@
 //! A market's margin configuration and its live price state (index, mark, samples, funding clock).
 
+use crate::MarginError;
 use crate::funding::{FundingConfig, PremiumSamples};
 use crate::mark::{BasisWindow, MarkConfig};
 use crate::rate::Rate;
 use crate::tier::RiskTiers;
-use crate::MarginError;
 use keel_types::{Grid, MarketId, Money, Price, Qty};
 
 /// The largest notional (in money units) one position may ever reach: 10^12 USD. Keeping every
@@ -54,7 +54,13 @@ pub struct MarketConfig {
 impl MarketConfig {
     /// A market with Binance-like defaults: mark basis, 20x default leverage (capped by the first
     /// tier), maker 0.02% / taker 0.05%, median-of-three mark, 8-hour funding.
-    pub fn new(id: MarketId, grid: Grid, tiers: RiskTiers, max_price: Price, max_position: Qty) -> MarketConfig {
+    pub fn new(
+        id: MarketId,
+        grid: Grid,
+        tiers: RiskTiers,
+        max_price: Price,
+        max_position: Qty,
+    ) -> MarketConfig {
         let default_leverage = tiers.tiers()[0].max_leverage.min(20);
         MarketConfig {
             id,
@@ -87,14 +93,18 @@ impl MarketConfig {
         }
         let first = self.tiers.tiers()[0].max_leverage;
         if self.default_leverage == 0 || self.default_leverage > first {
-            return Err(MarginError::InvalidConfig("default leverage must be within the first tier's maximum"));
+            return Err(MarginError::InvalidConfig(
+                "default leverage must be within the first tier's maximum",
+            ));
         }
         if self.maker_fee.0.abs() > MAX_FEE.0 || self.taker_fee.0.abs() > MAX_FEE.0 {
             return Err(MarginError::InvalidConfig("fee rates must be within ±10%"));
         }
         let f = &self.funding;
         if f.interval_ms == 0 || f.rate_divisor < 1 || f.interest_clamp.0 < 0 || f.cap.0 <= 0 {
-            return Err(MarginError::InvalidConfig("funding interval, divisor, clamp and cap must be positive"));
+            return Err(MarginError::InvalidConfig(
+                "funding interval, divisor, clamp and cap must be positive",
+            ));
         }
         if f.cap.0 > Rate::SCALE || f.interest_rate.0.abs() > Rate::SCALE {
             return Err(MarginError::InvalidConfig("funding cap and interest must be within ±100%"));

@@ -2,7 +2,7 @@
 //! leverage, isolated margin, and the resting orders that reserve margin for it.
 
 use crate::market::MarginBasis;
-use crate::rate::{div_round, mul_div};
+use crate::rate::{Divisor, mul_div};
 use crate::tier::RiskTiers;
 use keel_types::{ArithmeticError, MarketId, Money, Price, Qty, Rounding, Side};
 
@@ -39,9 +39,12 @@ pub struct Position {
     pub(crate) cost: Money,
     pub(crate) mode: MarginMode,
     pub(crate) leverage: u32,
+    /// `leverage` with its reciprocal, so margin needs no `div` instruction per position.
+    pub(crate) lev: Divisor,
     pub(crate) isolated_margin: Money,
     pub(crate) realized_pnl: Money,
     pub(crate) fees_paid: Money,
+    pub(crate) funding: Money,
     pub(crate) buys: OpenOrders,
     pub(crate) sells: OpenOrders,
 }
@@ -79,9 +82,11 @@ impl Position {
             cost: Money::ZERO,
             mode: MarginMode::Cross,
             leverage,
+            lev: Divisor::leverage(leverage),
             isolated_margin: Money::ZERO,
             realized_pnl: Money::ZERO,
             fees_paid: Money::ZERO,
+            funding: Money::ZERO,
             buys: OpenOrders::default(),
             sells: OpenOrders::default(),
         }
@@ -107,6 +112,12 @@ impl Position {
         self.mode
     }
 
+    /// Sets the leverage and its reciprocal together.
+    pub(crate) fn set_leverage(&mut self, leverage: u32) {
+        self.leverage = leverage;
+        self.lev = Divisor::leverage(leverage);
+    }
+
     /// Leverage chosen for this market.
     pub fn leverage(&self) -> u32 {
         self.leverage
@@ -125,6 +136,11 @@ impl Position {
     /// Fees paid (rebates negative) over the life of this position slot.
     pub fn fees_paid(&self) -> Money {
         self.fees_paid
+    }
+
+    /// Funding received (positive) or paid over the life of this position slot.
+    pub fn funding(&self) -> Money {
+        self.funding
     }
 
     /// Registered resting buy orders.
@@ -148,9 +164,31 @@ impl Position {
         Money(notional(mark, self.size.0, k)?).checked_sub(self.cost)
     }
 
+    /// Unrealized PnL and margin notional together, valuing the position at mark once.
+    #[inline]
+    pub(crate) fn valuation(
+        &self,
+        mark: Price,
+        k: i64,
+        basis: MarginBasis,
+    ) -> Result<(Money, Money), ArithmeticError> {
+        let value = notional(mark, self.size.0, k)?;
+        let upnl = value.checked_sub(self.cost.0).ok_or(ArithmeticError::Overflow)?;
+        let margin_notional = match basis {
+            MarginBasis::MarkValue => abs(value)?,
+            MarginBasis::EntryValue => abs(self.cost.0)?,
+        };
+        Ok((Money(upnl), Money(margin_notional)))
+    }
+
     /// The notional margins are computed on, per the market's basis (always non-negative).
     #[inline]
-    pub(crate) fn margin_notional(&self, mark: Price, k: i64, basis: MarginBasis) -> Result<Money, ArithmeticError> {
+    pub(crate) fn margin_notional(
+        &self,
+        mark: Price,
+        k: i64,
+        basis: MarginBasis,
+    ) -> Result<Money, ArithmeticError> {
         match basis {
             MarginBasis::MarkValue => Ok(Money(abs(notional(mark, self.size.0, k)?)?)),
             MarginBasis::EntryValue => Ok(Money(abs(self.cost.0)?)),
@@ -160,12 +198,16 @@ impl Position {
     /// Initial margin of the position: margin notional / leverage, rounded up.
     #[inline]
     pub(crate) fn initial_margin(&self, margin_notional: Money) -> Result<Money, ArithmeticError> {
-        div_round(margin_notional.0, i64::from(self.leverage), Rounding::Ceil).map(Money)
+        self.lev.divide(margin_notional.0, Rounding::Ceil).map(Money)
     }
 
     /// Maintenance margin of the position from the tier its margin notional falls in.
     #[inline]
-    pub(crate) fn maintenance_margin(&self, margin_notional: Money, tiers: &RiskTiers) -> Result<Money, ArithmeticError> {
+    pub(crate) fn maintenance_margin(
+        &self,
+        margin_notional: Money,
+        tiers: &RiskTiers,
+    ) -> Result<Money, ArithmeticError> {
         if self.size.0 == 0 {
             return Ok(Money::ZERO);
         }
@@ -181,7 +223,11 @@ impl Position {
     /// sides cannot add exposure at once, so the larger side is reserved (Bybit's rule).
     #[inline]
     pub(crate) fn order_reservation(&self, mark: Price, k: i64) -> Result<Money, ArithmeticError> {
-        reservation(self.size.0, self.buys, self.sells, mark, k, self.leverage).map(|(r, _)| r)
+        // Most positions have no resting orders: skip the two-sided computation entirely.
+        if self.buys.qty.0 == 0 && self.sells.qty.0 == 0 {
+            return Ok(Money::ZERO);
+        }
+        reservation(self.size.0, self.buys, self.sells, mark, k, self.lev).map(|(r, _)| r)
     }
 
     /// The position after one fill of `qty` lots at `price` on `side`, without changing anything.
@@ -190,7 +236,13 @@ impl Position {
     /// realized PnL (`±exit notional − closed cost`) rounds down for long and short alike and the
     /// residue stays in the remaining basis, to be realized when the position closes. Flip: the
     /// whole position closes exactly and the remainder opens at the fill price.
-    pub(crate) fn fill_effect(&self, side: Side, qty: Qty, price: Price, k: i64) -> Result<FillEffect, ArithmeticError> {
+    pub(crate) fn fill_effect(
+        &self,
+        side: Side,
+        qty: Qty,
+        price: Price,
+        k: i64,
+    ) -> Result<FillEffect, ArithmeticError> {
         let size = self.size.0;
         let signed_qty = side.sign() * qty.0;
         let (mut new_size, mut new_cost, mut realized, mut closed) = (size, self.cost.0, 0i64, 0i64);
@@ -224,10 +276,12 @@ impl Position {
             new_cost = new_cost.checked_add(side.sign() * added).ok_or(ArithmeticError::Overflow)?;
             new_size = new_size.checked_add(side.sign() * opened).ok_or(ArithmeticError::Overflow)?;
             if self.mode == MarginMode::Isolated {
-                let locked = div_round(added, i64::from(self.leverage), Rounding::Ceil)?;
+                let locked = self.lev.divide(added, Rounding::Ceil)?;
                 isolated_delta = isolated_delta.checked_add(locked).ok_or(ArithmeticError::Overflow)?;
             }
         }
+        // `i64::MIN` has no magnitude; refusing it keeps every later `|size|` and negation safe.
+        abs(new_size)?;
         Ok(FillEffect {
             size: Qty(new_size),
             cost: Money(new_cost),
@@ -247,9 +301,10 @@ pub(crate) fn reservation(
     sells: OpenOrders,
     mark: Price,
     k: i64,
-    leverage: u32,
+    leverage: Divisor,
 ) -> Result<(Money, Money), ArithmeticError> {
-    let (buy, buy_notional) = side_reservation(buys, (-size).max(0), mark, k, leverage, Side::Buy)?;
+    let short = size.checked_neg().ok_or(ArithmeticError::Overflow)?.max(0);
+    let (buy, buy_notional) = side_reservation(buys, short, mark, k, leverage, Side::Buy)?;
     let (sell, sell_notional) = side_reservation(sells, size.max(0), mark, k, leverage, Side::Sell)?;
     Ok(if buy >= sell { (Money(buy), Money(buy_notional)) } else { (Money(sell), Money(sell_notional)) })
 }
@@ -260,10 +315,10 @@ fn side_reservation(
     closable: i64,
     mark: Price,
     k: i64,
-    leverage: u32,
+    leverage: Divisor,
     side: Side,
 ) -> Result<(i64, i64), ArithmeticError> {
-    let opening = orders.qty.0 - closable;
+    let opening = orders.qty.0.saturating_sub(closable);
     if opening <= 0 {
         return Ok((0, 0));
     }
@@ -279,7 +334,7 @@ fn side_reservation(
         Side::Sell => at_mark - opening_notional,
     }
     .max(0);
-    let im = div_round(opening_notional, i64::from(leverage), Rounding::Ceil)?;
+    let im = leverage.divide(opening_notional, Rounding::Ceil)?;
     Ok((im.checked_add(open_loss).ok_or(ArithmeticError::Overflow)?, opening_notional))
 }
 
@@ -348,13 +403,25 @@ mod tests {
         let buys = OpenOrders { qty: Qty(5), notional: Money(500) };
         let none = OpenOrders::default();
         // Short 5: buying 5 only closes.
-        assert_eq!(reservation(-5, buys, none, Price(100), 1, 10), Ok((Money(0), Money(0))));
+        assert_eq!(
+            reservation(-5, buys, none, Price(100), 1, Divisor::leverage(10)),
+            Ok((Money(0), Money(0)))
+        );
         // Short 2: 3 of the 5 open a long; 300 / 10 = 30.
-        assert_eq!(reservation(-2, buys, none, Price(100), 1, 10), Ok((Money(30), Money(300))));
+        assert_eq!(
+            reservation(-2, buys, none, Price(100), 1, Divisor::leverage(10)),
+            Ok((Money(30), Money(300)))
+        );
         // A buy above mark adds its open loss: 5 × (100 − 90) = 50.
-        assert_eq!(reservation(0, buys, none, Price(90), 1, 10), Ok((Money(100), Money(500))));
+        assert_eq!(
+            reservation(0, buys, none, Price(90), 1, Divisor::leverage(10)),
+            Ok((Money(100), Money(500)))
+        );
         // Both sides: the larger one counts.
         let sells = OpenOrders { qty: Qty(8), notional: Money(880) };
-        assert_eq!(reservation(0, buys, sells, Price(100), 1, 10), Ok((Money(88), Money(880))));
+        assert_eq!(
+            reservation(0, buys, sells, Price(100), 1, Divisor::leverage(10)),
+            Ok((Money(88), Money(880)))
+        );
     }
 }

@@ -135,6 +135,64 @@ pub(crate) fn mul_div(a: i64, b: i64, den: i64, rounding: Rounding) -> Result<i6
     }
 }
 
+/// A positive divisor with its precomputed reciprocal: exact division by a run-time value (a
+/// leverage, an asset's unit) with a multiply instead of a `div`, which costs several times more
+/// and sits on the hot path once per position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Divisor {
+    d: u64,
+    /// `floor((2^64 − 1) / d)`.
+    inv: u64,
+}
+
+impl Divisor {
+    /// The divisor `d`; zero is refused.
+    pub(crate) fn new(d: u64) -> Result<Divisor, ArithmeticError> {
+        if d == 0 {
+            return Err(ArithmeticError::DivisionByZero);
+        }
+        Ok(Divisor { d, inv: u64::MAX / d })
+    }
+
+    /// The divisor for a leverage; leverage is validated to be at least 1, so 0 is read as 1.
+    pub(crate) fn leverage(leverage: u32) -> Divisor {
+        let d = u64::from(leverage.max(1));
+        Divisor { d, inv: u64::MAX / d }
+    }
+
+    /// `floor(n / d)` for `n ≥ 0`, and the remainder.
+    ///
+    /// `n·inv / 2^64` undershoots `n/d` by less than `n / 2^64 < 1/2`, so the estimate is the true
+    /// quotient or one less; one comparison corrects it.
+    #[inline]
+    fn div_rem(self, n: u64) -> (u64, u64) {
+        let mut q = ((u128::from(n) * u128::from(self.inv)) >> 64) as u64;
+        let mut r = n - q * self.d;
+        if r >= self.d {
+            q += 1;
+            r -= self.d;
+        }
+        (q, r)
+    }
+
+    /// `n / d` rounded as asked; negative `n` takes the plain division path.
+    #[inline]
+    pub(crate) fn divide(self, n: i64, rounding: Rounding) -> Result<i64, ArithmeticError> {
+        match u64::try_from(n) {
+            Ok(u) if u < (1 << 63) => {
+                let (q, r) = self.div_rem(u);
+                let up = rounding == Rounding::Ceil && r != 0;
+                // q ≤ n < 2^63, and q + 1 ≤ n when it applies: both fit.
+                Ok((q + u64::from(up)) as i64)
+            }
+            _ => {
+                let d = i64::try_from(self.d).map_err(|_| ArithmeticError::Overflow)?;
+                div_round(n, d, rounding)
+            }
+        }
+    }
+}
+
 /// An `i128` intermediate back to `i64`, or an overflow error.
 #[inline]
 pub(crate) fn narrow(value: i128) -> Result<i64, ArithmeticError> {
@@ -156,6 +214,26 @@ mod tests {
     }
 
     #[test]
+    fn reciprocal_division_at_the_edges() {
+        for d in [1u64, 2, 3, 7, 125, u64::from(u32::MAX), 1 << 62, u64::MAX] {
+            let div = Divisor::new(d).unwrap();
+            for n in [0i64, 1, 2, i64::MAX - 1, i64::MAX, -1, i64::MIN] {
+                for rounding in [Rounding::Floor, Rounding::Ceil] {
+                    let expected = div_round_wide(i128::from(n), i128::from(d), rounding).unwrap();
+                    let got = div.divide(n, rounding).map(i128::from);
+                    // A divisor beyond i64 only fails on negative numerators, with a typed error.
+                    if d > i64::MAX as u64 && n < 0 {
+                        assert_eq!(got, Err(ArithmeticError::Overflow));
+                    } else {
+                        assert_eq!(got, Ok(expected), "{n} / {d} {rounding:?}");
+                    }
+                }
+            }
+        }
+        assert_eq!(Divisor::new(0), Err(ArithmeticError::DivisionByZero));
+    }
+
+    #[test]
     fn applies_rates_with_the_asked_rounding() {
         // 0.5% of 0.000199 is 0.000000995: one money unit up, zero down.
         assert_eq!(Rate(500_000).of(Money(199), Rounding::Ceil), Ok(Money(1)));
@@ -163,10 +241,22 @@ mod tests {
         assert_eq!(Rate(500_000).of(Money(-199), Rounding::Floor), Ok(Money(-1)));
         // A product beyond 64 bits still comes out exact through the wide path.
         assert_eq!(Rate(Rate::SCALE).of(Money(i64::MAX), Rounding::Floor), Ok(Money(i64::MAX)));
-        assert_eq!(Rate(2 * Rate::SCALE).of(Money(i64::MAX), Rounding::Floor), Err(ArithmeticError::Overflow));
+        assert_eq!(
+            Rate(2 * Rate::SCALE).of(Money(i64::MAX), Rounding::Floor),
+            Err(ArithmeticError::Overflow)
+        );
     }
 
     proptest! {
+        #[test]
+        fn reciprocal_division_is_exact(n in prop_oneof![0i64..1_000_000, any::<i64>()], d in prop_oneof![1u64..200, 1u64..=u64::from(u32::MAX), 1u64..=1_000_000_000_000_000_000]) {
+            let div = Divisor::new(d).unwrap();
+            for rounding in [Rounding::Floor, Rounding::Ceil] {
+                let expected = div_round_wide(i128::from(n), i128::from(d), rounding).unwrap();
+                prop_assert_eq!(div.divide(n, rounding).map(i128::from), Ok(expected));
+            }
+        }
+
         #[test]
         fn mul_div_matches_wide_reference(a in any::<i64>(), b in -(1i64 << 40)..(1i64 << 40), den in 1i64..(1 << 40)) {
             let wide = div_round_wide(i128::from(a) * i128::from(b), i128::from(den), Rounding::Floor).unwrap();

@@ -56,7 +56,8 @@ impl RiskTiers {
             }
             // MMR × max leverage < 1: maintenance stays below the initial margin at full leverage,
             // so a position opened at maximum leverage is not liquidatable on arrival.
-            if i128::from(spec.maintenance_rate.0) * i128::from(spec.max_leverage) >= i128::from(Rate::SCALE) {
+            if i128::from(spec.maintenance_rate.0) * i128::from(spec.max_leverage) >= i128::from(Rate::SCALE)
+            {
                 return Err(MarginError::InvalidConfig("maintenance rate must be below 1 / max leverage"));
             }
             let cum = match tiers.last() {
@@ -259,7 +260,8 @@ mod tests {
         assert_eq!(t.max_leverage_for(usd(49_999)), 125);
         assert_eq!(t.max_leverage_for(usd(50_000)), 100);
         assert_eq!(t.max_notional_at_leverage(125), Some(usd(50_000)));
-        assert_eq!(t.max_notional_at_leverage(60), Some(usd(1_000_000)));
+        assert_eq!(t.max_notional_at_leverage(60), Some(usd(250_000)));
+        assert_eq!(t.max_notional_at_leverage(50), Some(usd(1_000_000)));
         assert_eq!(t.max_notional_at_leverage(126), None);
     }
 
@@ -281,7 +283,10 @@ mod tests {
             vec![spec(0, "0.01", 0)],
         ];
         for specs in bad {
-            assert!(matches!(RiskTiers::new(&specs, usd(100)), Err(MarginError::InvalidConfig(_))), "{specs:?}");
+            assert!(
+                matches!(RiskTiers::new(&specs, usd(100)), Err(MarginError::InvalidConfig(_))),
+                "{specs:?}"
+            );
         }
         assert!(RiskTiers::new(&[spec(0, "0.01", 10)], usd(0)).is_err());
     }
