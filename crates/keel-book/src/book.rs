@@ -11,7 +11,7 @@ use keel_types::{
 use slab::Slab;
 
 /// A resting limit order: a node in its level's FIFO queue and in its account's order list.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct RestingOrder {
     pub id: OrderId,
     pub price: Price,
@@ -35,7 +35,7 @@ pub(crate) struct RestingOrder {
 }
 
 /// A price level: the FIFO queue of the orders resting at one price.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Level {
     pub price: Price,
     /// Sum of the open quantity of the orders in the queue.
@@ -46,7 +46,7 @@ pub(crate) struct Level {
 }
 
 /// The resting orders of one account, oldest first.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct AccountOrders {
     pub head: u32,
     pub tail: u32,
@@ -54,7 +54,7 @@ pub(crate) struct AccountOrders {
 }
 
 /// Where a live order id lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Handle {
     /// In the order slab, resting in the book.
     Resting(u32),
@@ -127,7 +127,7 @@ impl Executable {
 ///
 /// Every command appends what happened to a caller-supplied event buffer, in order. Nothing
 /// allocates while the book stays within the capacities of its [`BookConfig`].
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct OrderBook {
     pub(crate) config: BookConfig,
     pub(crate) orders: Slab<RestingOrder>,
@@ -145,7 +145,10 @@ pub struct OrderBook {
     /// Empty levels kept behind the touch (see `retire_level`).
     pub(crate) empty_levels: usize,
     /// Reused buffers, kept to avoid allocating while triggering stops and cancelling in bulk.
+    /// Scratch only: not part of the book's state, so not in a snapshot.
+    #[serde(skip)]
     fired: Vec<PendingStop>,
+    #[serde(skip)]
     slots: Vec<u32>,
 }
 

@@ -3,7 +3,7 @@
 use keel_types::{Price, Qty};
 
 /// A book's limits and pre-sized capacities.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BookConfig {
     /// Highest accepted limit or trigger price, in ticks (the lowest is one tick).
     pub max_price: Price,

@@ -13,7 +13,7 @@ use keel_types::{Price, Side};
 pub(crate) const NIL: u32 = u32::MAX;
 
 /// A price level's position in the ladder and its slot in the level slab.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Rung {
     /// The price mapped so that a larger key is always a better price for this side.
     pub key: i64,
@@ -22,7 +22,7 @@ pub(crate) struct Rung {
 }
 
 /// The price levels of one side, sorted by [`Rung::key`] ascending: best price last.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Ladder {
     side: Side,
     rungs: Vec<Rung>,

@@ -5,7 +5,7 @@ use crate::ladder::NIL;
 use keel_types::{AccountId, NewOrder, OrderId, Price, Qty, Rounding, Side, StpMode, TimeInForce};
 
 /// A resting order as seen from outside the book.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OrderView {
     /// The order's id.
     pub id: OrderId,
@@ -26,7 +26,7 @@ pub struct OrderView {
 }
 
 /// One price level as seen from outside the book.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LevelView {
     /// The level's price.
     pub price: Price,
@@ -37,7 +37,7 @@ pub struct LevelView {
 }
 
 /// What a taker would get by sweeping one side of the book, without changing it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FillEstimate {
     /// Quantity that would fill.
     pub qty: Qty,

@@ -8,13 +8,13 @@ use keel_types::{AccountId, NewOrder, OrderKind, Price, Side, StopReference};
 use slab::Slab;
 
 /// A stop order waiting for its trigger, with its arrival sequence for deterministic ordering.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct PendingStop {
     pub order: NewOrder,
     pub seq: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 struct StopEntry {
     /// Larger key = reached earlier by a move in the triggering direction.
     key: i64,
@@ -23,7 +23,7 @@ struct StopEntry {
 }
 
 /// All pending stop orders of one book.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct StopBook {
     orders: Slab<PendingStop>,
     /// Indexed by [`queue_index`]: (mark, buy), (mark, sell), (last, buy), (last, sell).

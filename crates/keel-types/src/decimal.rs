@@ -14,7 +14,7 @@ const MAX_STEP: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
 /// The grid insists that one tick times one lot is a whole number of money units, so that the
 /// notional of every fill, `price × qty × money_per_tick_lot`, is an exact integer and value is
 /// conserved to the unit without rounding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Grid {
     tick_size: Decimal,
     lot_size: Decimal,

@@ -4,7 +4,7 @@ use rust_decimal::Decimal;
 use thiserror::Error;
 
 /// Checked integer arithmetic that would have overflowed or divided by zero.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error, serde::Serialize, serde::Deserialize)]
 pub enum ArithmeticError {
     /// The result does not fit the integer type.
     #[error("arithmetic overflow")]
@@ -15,7 +15,7 @@ pub enum ArithmeticError {
 }
 
 /// A decimal value from configuration or a scenario that cannot become a tick, lot or money amount.
-#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[derive(Clone, Debug, PartialEq, Eq, Error, serde::Serialize, serde::Deserialize)]
 pub enum ConversionError {
     /// The value is not a whole multiple of the grid step (tick size, lot size or money unit).
     #[error("{what} {value} is not a multiple of the {what} step {step}")]

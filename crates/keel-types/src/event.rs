@@ -5,7 +5,7 @@ use crate::{AccountId, OrderId, Price, Qty, Side};
 use thiserror::Error;
 
 /// Why the book refused a request. A rejected request changes nothing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Error)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Error, serde::Serialize, serde::Deserialize)]
 pub enum RejectReason {
     /// Quantity is zero or negative.
     #[error("quantity must be positive")]
@@ -40,7 +40,7 @@ pub enum RejectReason {
 }
 
 /// Why an order, or the rest of one, left the book without filling.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum CancelReason {
     /// The owner cancelled it.
     User,
@@ -61,7 +61,7 @@ pub enum CancelReason {
 }
 
 /// One thing that happened in the book.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum BookEvent {
     /// The order passed validation (stop orders: it is now pending its trigger).
     ///

@@ -11,11 +11,15 @@ use std::fmt;
 use std::ops::{Add, AddAssign, Neg, Sub, SubAssign};
 
 /// A price as a whole number of ticks of its market (tick size 0.1 USD: 65,432.1 USD = 654,321).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct Price(pub i64);
 
 /// A quantity as a whole number of lots of its market (lot size 0.001 BTC: 1.5 BTC = 1,500).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct Qty(pub i64);
 
 macro_rules! integer_unit {
@@ -93,7 +97,7 @@ integer_unit!(Price);
 integer_unit!(Qty);
 
 /// How a division that does not come out even is rounded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Rounding {
     /// Towards negative infinity.
     Floor,
@@ -106,7 +110,9 @@ pub enum Rounding {
 /// Six decimals is the native precision of the USD stablecoins a venue settles in, so deposits
 /// and withdrawals are exact; `i64` then holds ±9.2 trillion, enough for any single balance. Sums
 /// over many accounts (value-conservation checks) are taken in `i128`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct Money(pub i64);
 
 impl Money {

@@ -3,7 +3,7 @@
 use crate::{AccountId, OrderId, Price, Qty};
 
 /// The side of an order or of a position.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Side {
     /// Buy: bids in the book, long positions.
     Buy,
@@ -32,7 +32,7 @@ impl Side {
 }
 
 /// How long an order may stay in the book and how much of it must fill.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum TimeInForce {
     /// Good till cancelled: whatever does not fill at once rests in the book.
     #[default]
@@ -48,7 +48,7 @@ pub enum TimeInForce {
 /// What happens when an order would trade against another order of the same account.
 ///
 /// The mode of the incoming (taking) order decides, as on the major venues.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum StpMode {
     /// Cancel the rest of the incoming order; the resting order stays.
     #[default]
@@ -60,7 +60,7 @@ pub enum StpMode {
 }
 
 /// Which reference price a stop order watches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum StopReference {
     /// The mark price (the fair price margin is computed on).
     Mark,
@@ -69,7 +69,7 @@ pub enum StopReference {
 }
 
 /// The type of an order and its price parameters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum OrderKind {
     /// A limit order: trades at its limit price or better.
     Limit {
@@ -98,7 +98,7 @@ pub enum OrderKind {
 }
 
 /// A request to enter an order into the book.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct NewOrder {
     /// The order's id, assigned by the caller; must not belong to another live order.
     pub id: OrderId,
@@ -168,7 +168,7 @@ impl NewOrder {
 }
 
 /// A request to change a resting order's price and/or remaining quantity.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Amend {
     /// The resting order to change.
     pub id: OrderId,
