@@ -408,10 +408,10 @@ impl OrderBook {
             return Err(RejectReason::DuplicateOrderId);
         }
         match order.kind {
-            OrderKind::Limit { price } if order.tif == TimeInForce::PostOnly => {
-                if self.would_take(order.side, price) {
-                    return Err(RejectReason::PostOnlyWouldTake);
-                }
+            OrderKind::Limit { price }
+                if order.tif == TimeInForce::PostOnly && self.would_take(order.side, price) =>
+            {
+                return Err(RejectReason::PostOnlyWouldTake);
             }
             OrderKind::StopMarket { trigger, reference }
             | OrderKind::StopLimit { trigger, reference, .. } => {

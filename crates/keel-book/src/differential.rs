@@ -14,13 +14,17 @@ use keel_types::{
 use std::collections::BTreeMap;
 
 /// Ids are drawn from `0..ID_RANGE` so that duplicates, reuse and unknown ids are frequent.
-pub const ID_RANGE: u64 = 12;
+pub const ID_RANGE: u64 = 16;
 /// Accounts are drawn from `1..=ACCOUNTS` so that self-trades are frequent.
 pub const ACCOUNTS: u32 = 3;
-/// The lowest ordinary price; ordinary prices span a handful of ticks so orders cross often.
+/// The lowest ordinary price of a low-priced market; ordinary prices span a handful of ticks so
+/// orders cross often, and low prices make the market-protection distance round down to few ticks.
 pub const LOW_PRICE: i64 = 8;
-/// How many ordinary prices there are above [`LOW_PRICE`].
+/// How many ordinary prices there are.
 pub const PRICE_SPAN: i64 = 10;
+/// The maximum prices configurations are drawn from: a low-priced market, the default, and the
+/// extreme that any arithmetic on prices has to survive.
+pub const MAX_PRICES: [i64; 3] = [LOW_PRICE + PRICE_SPAN + 10, 1_000_000_000_000, i64::MAX];
 /// The largest ordinary quantity (ordinary quantities are `1..=MAX_NORMAL_QTY`).
 pub const MAX_NORMAL_QTY: i64 = 6;
 /// The tick size of the grid decimal prices go through, as text.
@@ -54,7 +58,7 @@ pub enum Command {
 /// The configuration the property test and the fuzz target use unless the bytes choose another.
 pub fn default_config() -> BookConfig {
     BookConfig {
-        max_price: Price(LOW_PRICE + PRICE_SPAN + 10),
+        max_price: Price(MAX_PRICES[0]),
         max_qty: Qty(20),
         market_protection_bps: 1_000,
         // Tiny capacities, so that the paths that grow the book's storage run too.
@@ -62,6 +66,12 @@ pub fn default_config() -> BookConfig {
         level_capacity: 2,
         account_capacity: 1,
     }
+}
+
+/// The lowest ordinary price under `config`: low prices for a low-priced market, otherwise a few
+/// ticks below the maximum price.
+pub fn low_price(config: &BookConfig) -> i64 {
+    if config.max_price.0 <= MAX_PRICES[0] { LOW_PRICE } else { config.max_price.0 - PRICE_SPAN - 2 }
 }
 
 /// The grid decimal prices are converted with.
@@ -113,10 +123,10 @@ impl Bytes<'_> {
             0 => 0,
             1 => -1,
             2 => config.max_price.0,
-            3 => config.max_price.0 + 1,
+            3 => config.max_price.0.saturating_add(1),
             4 => i64::MAX,
             5 => i64::MIN,
-            _ => LOW_PRICE + i64::from(byte) % PRICE_SPAN,
+            _ => low_price(config) + i64::from(byte) % PRICE_SPAN,
         })
     }
 
@@ -194,6 +204,9 @@ pub const MAX_COMMANDS: usize = 256;
 pub fn decode(data: &[u8]) -> (BookConfig, Vec<Command>) {
     let mut bytes = Bytes { data, at: 0 };
     let mut config = default_config();
+    let choice = bytes.next();
+    // Mostly the low-priced market, where prices and protection distances are small.
+    config.max_price = Price(MAX_PRICES[usize::from(choice % 8).saturating_sub(5)]);
     config.market_protection_bps = [0, 500, 1_000, 2_500, 10_000, u32::MAX][usize::from(bytes.next() % 6)];
     let mut commands = Vec::new();
     while !bytes.done() && commands.len() < MAX_COMMANDS {
@@ -243,14 +256,17 @@ struct Snapshot {
     mark: Option<Price>,
 }
 
-/// The prices and quantities the per-price queries are asked about: the ordinary range and its edges.
-fn probe_prices() -> impl Iterator<Item = Price> {
-    (LOW_PRICE - 2..=LOW_PRICE + PRICE_SPAN + 1).map(Price)
+/// The prices the per-price queries are asked about: the ordinary range, its edges and extremes.
+fn probe_prices(config: &BookConfig) -> impl Iterator<Item = Price> {
+    let low = low_price(config);
+    let extremes = [0, -1, i64::MIN, i64::MAX, config.max_price.0];
+    (low - 2..=low + PRICE_SPAN + 1).chain(extremes).map(Price)
 }
 
 const SIDES: [Side; 2] = [Side::Buy, Side::Sell];
 
 fn snapshot_book(book: &OrderBook) -> Snapshot {
+    let config = *book.config();
     let mut snap = Snapshot {
         orders: SIDES.map(|side| book.orders(side).collect()),
         levels: SIDES.map(|side| book.levels(side).collect()),
@@ -267,11 +283,9 @@ fn snapshot_book(book: &OrderBook) -> Snapshot {
         mark: book.mark_price(),
     };
     for side in SIDES {
-        for price in probe_prices() {
+        for price in probe_prices(&config) {
             snap.qty_at.push(book.qty_at(side, price));
-            for distance in [0, 1, 3] {
-                snap.qty_within.push(book.qty_within(side, price, distance));
-            }
+            snap.qty_within.push(book.qty_within(side, price, 2));
         }
         for qty in [0, 1, 4, 9, 30] {
             snap.estimates.push(book.estimate_fill_qty(side, Qty(qty)));
@@ -280,7 +294,7 @@ fn snapshot_book(book: &OrderBook) -> Snapshot {
     snap
 }
 
-fn snapshot_reference(book: &ReferenceBook) -> Snapshot {
+fn snapshot_reference(book: &ReferenceBook, config: &BookConfig) -> Snapshot {
     let mut snap = Snapshot {
         orders: SIDES.map(|side| book.orders(side)),
         levels: SIDES.map(|side| book.levels(side)),
@@ -297,11 +311,9 @@ fn snapshot_reference(book: &ReferenceBook) -> Snapshot {
         mark: book.mark_price(),
     };
     for side in SIDES {
-        for price in probe_prices() {
+        for price in probe_prices(config) {
             snap.qty_at.push(book.qty_at(side, price));
-            for distance in [0, 1, 3] {
-                snap.qty_within.push(book.qty_within(side, price, distance));
-            }
+            snap.qty_within.push(book.qty_within(side, price, 2));
         }
         for qty in [0, 1, 4, 9, 30] {
             snap.estimates.push(book.estimate_fill_qty(side, Qty(qty)));
@@ -335,20 +347,23 @@ impl Ledger {
         self.orders.get_mut(&id).ok_or_else(|| format!("event for order {id} that was never accepted"))
     }
 
-    /// Books one event, checking that it is consistent with what came before.
-    fn record(&mut self, event: &BookEvent) -> Result<(), String> {
+    /// Books one event of a command that placed `placed` (if it placed anything), checking that the
+    /// event is consistent with what came before.
+    fn record(&mut self, event: &BookEvent, placed: Option<&NewOrder>) -> Result<(), String> {
         match *event {
-            BookEvent::Accepted { order } => {
-                if let Some(previous) = self.orders.get(&order.id)
+            BookEvent::Accepted { id, account } => {
+                // The event names the order; its quantity is the one the caller submitted.
+                let Some(order) = placed.filter(|o| o.id == id && o.account == account) else {
+                    return Err(format!(
+                        "order {id} of account {account} accepted, but {placed:?} was placed"
+                    ));
+                };
+                if let Some(previous) = self.orders.get(&id)
                     && previous.open() != 0
                 {
-                    return Err(format!(
-                        "order {} accepted again while {} was open",
-                        order.id,
-                        previous.open()
-                    ));
+                    return Err(format!("order {id} accepted again while {} was open", previous.open()));
                 }
-                self.orders.insert(order.id, Tally { accepted: order.qty.0, ..Tally::default() });
+                self.orders.insert(id, Tally { accepted: order.qty.0, ..Tally::default() });
             }
             BookEvent::Rejected { .. } => {}
             BookEvent::Fill { maker, taker, qty, maker_remaining, taker_remaining, .. } => {
@@ -511,12 +526,18 @@ pub fn run_differential(config: BookConfig, commands: &[Command]) -> Result<(), 
         }
         book.check_invariants().or_else(|error| fail(format!("invariant broken: {error}")))?;
         let after = snapshot_book(&book);
-        let model = snapshot_reference(&reference);
+        let model = snapshot_reference(&reference, &config);
         if after != model {
             return fail(format!("state differs\n  book:      {after:?}\n  reference: {model:?}"));
         }
+        let placed = match command {
+            Command::Place(order) | Command::PlaceDecimal { order, .. } => Some(*order),
+            _ => None,
+        };
         for event in &events {
-            ledger.record(event).or_else(|error| fail(format!("events inconsistent: {error}")))?;
+            ledger
+                .record(event, placed.as_ref())
+                .or_else(|error| fail(format!("events inconsistent: {error}")))?;
         }
         ledger.check_conserved(&book).or_else(|error| fail(format!("quantity not conserved: {error}")))?;
         let rejected = matches!(outcome, Outcome::Done(Err(_)) | Outcome::NotConverted);
@@ -547,11 +568,12 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn price_strategy() -> impl Strategy<Value = Price> {
-        let max = default_config().max_price.0;
+    fn price_strategy(config: BookConfig) -> impl Strategy<Value = Price> {
+        let max = config.max_price.0;
+        let low = low_price(&config);
         prop_oneof![
-            20 => (LOW_PRICE..LOW_PRICE + PRICE_SPAN),
-            1 => prop_oneof![Just(0), Just(-1), Just(max), Just(max + 1), Just(i64::MAX)],
+            20 => low..low + PRICE_SPAN,
+            1 => prop_oneof![Just(0), Just(-1), Just(max), Just(max.saturating_add(1)), Just(i64::MIN)],
         ]
         .prop_map(Price)
     }
@@ -559,7 +581,7 @@ mod tests {
     fn qty_strategy() -> impl Strategy<Value = Qty> {
         let max = default_config().max_qty.0;
         prop_oneof![
-            20 => (1..=MAX_NORMAL_QTY),
+            20 => 1..=MAX_NORMAL_QTY,
             1 => prop_oneof![Just(0), Just(-2), Just(max), Just(max + 1), Just(i64::MIN)],
         ]
         .prop_map(Qty)
@@ -581,23 +603,23 @@ mod tests {
         prop_oneof![Just(StopReference::Mark), Just(StopReference::Last)]
     }
 
-    fn kind_strategy() -> impl Strategy<Value = OrderKind> {
+    fn kind_strategy(config: BookConfig) -> impl Strategy<Value = OrderKind> {
         prop_oneof![
-            6 => price_strategy().prop_map(|price| OrderKind::Limit { price }),
+            8 => price_strategy(config).prop_map(|price| OrderKind::Limit { price }),
             2 => Just(OrderKind::Market),
-            1 => (price_strategy(), reference_strategy())
+            1 => (price_strategy(config), reference_strategy())
                 .prop_map(|(trigger, reference)| OrderKind::StopMarket { trigger, reference }),
-            1 => (price_strategy(), price_strategy(), reference_strategy())
+            1 => (price_strategy(config), price_strategy(config), reference_strategy())
                 .prop_map(|(trigger, price, reference)| OrderKind::StopLimit { trigger, price, reference }),
         ]
     }
 
-    fn order_strategy() -> impl Strategy<Value = NewOrder> {
+    fn order_strategy(config: BookConfig) -> impl Strategy<Value = NewOrder> {
         let tif = prop_oneof![
-            4 => Just(TimeInForce::Gtc),
+            6 => Just(TimeInForce::Gtc),
             1 => Just(TimeInForce::Ioc),
             1 => Just(TimeInForce::Fok),
-            2 => Just(TimeInForce::PostOnly),
+            1 => Just(TimeInForce::PostOnly),
         ];
         let stp =
             prop_oneof![Just(StpMode::CancelNewest), Just(StpMode::CancelOldest), Just(StpMode::CancelBoth)];
@@ -605,7 +627,7 @@ mod tests {
             id_strategy(),
             account_strategy(),
             side_strategy(),
-            kind_strategy(),
+            kind_strategy(config),
             qty_strategy(),
             tif,
             stp,
@@ -632,32 +654,40 @@ mod tests {
         ]
     }
 
-    fn command_strategy() -> impl Strategy<Value = Command> {
+    fn command_strategy(config: BookConfig) -> impl Strategy<Value = Command> {
         prop_oneof![
-            12 => order_strategy().prop_map(Command::Place),
-            1 => (order_strategy(), -20i64..250)
+            14 => order_strategy(config).prop_map(Command::Place),
+            1 => (order_strategy(config), -20i64..250)
                 .prop_map(|(order, cents)| Command::PlaceDecimal { order, cents }),
-            3 => (id_strategy(), reason_strategy()).prop_map(|(id, reason)| Command::Cancel(id, reason)),
+            2 => (id_strategy(), reason_strategy()).prop_map(|(id, reason)| Command::Cancel(id, reason)),
             1 => (account_strategy(), reason_strategy())
                 .prop_map(|(account, reason)| Command::CancelAll(account, reason)),
-            4 => (id_strategy(), proptest::option::of(price_strategy()), qty_strategy())
+            3 => (id_strategy(), proptest::option::of(price_strategy(config)), qty_strategy())
                 .prop_map(|(id, price, qty)| Command::Amend(Amend { id, price, qty })),
-            2 => (reference_strategy(), price_strategy())
+            2 => (reference_strategy(), price_strategy(config))
                 .prop_map(|(reference, price)| Command::TriggerStops(reference, price)),
         ]
     }
 
-    fn config_strategy() -> impl Strategy<Value = BookConfig> {
-        prop_oneof![Just(0u32), Just(500), Just(1_000), Just(2_500), Just(10_000), Just(u32::MAX)]
-            .prop_map(|market_protection_bps| BookConfig { market_protection_bps, ..default_config() })
+    fn scenario_strategy() -> impl Strategy<Value = (BookConfig, Vec<Command>)> {
+        let max_price = prop_oneof![
+            6 => Just(MAX_PRICES[0]),
+            1 => Just(MAX_PRICES[1]),
+            1 => Just(MAX_PRICES[2]),
+        ];
+        let bps = prop_oneof![Just(0u32), Just(500), Just(1_000), Just(2_500), Just(10_000), Just(u32::MAX)];
+        (max_price, bps).prop_flat_map(|(max_price, market_protection_bps)| {
+            let config =
+                BookConfig { max_price: Price(max_price), market_protection_bps, ..default_config() };
+            (Just(config), proptest::collection::vec(command_strategy(config), 1..200))
+        })
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 3_000, ..ProptestConfig::default() })]
 
         #[test]
-        fn book_matches_reference(config in config_strategy(),
-                                  commands in proptest::collection::vec(command_strategy(), 1..120)) {
+        fn book_matches_reference((config, commands) in scenario_strategy()) {
             if let Err(divergence) = run_differential(config, &commands) {
                 prop_assert!(false, "{}", divergence);
             }
@@ -738,6 +768,34 @@ mod tests {
             Command::Amend(Amend { id: OrderId(7), price: None, qty: Qty(3) }),
             Command::Amend(Amend { id: OrderId(2), price: Some(Price(9)), qty: Qty(8) }),
         ]);
+    }
+
+    #[test]
+    fn huge_protection_distance_clamps_instead_of_truncating() {
+        // Regression: the protection distance was cast from i128 to i64 with `as`, so a huge best
+        // price times a huge protection wrapped into an arbitrary distance: a market sell stopped
+        // at a made-up limit (`PriceProtection`) although the spec's limit is one tick.
+        let config =
+            BookConfig { max_price: Price(i64::MAX), market_protection_bps: u32::MAX, ..default_config() };
+        let top = i64::MAX - 5;
+        let commands = [
+            Command::Place(limit(1, 1, Side::Buy, top, 2)),
+            Command::Place(limit(2, 2, Side::Buy, 1_000, 2)),
+            Command::Place(NewOrder::market(OrderId(3), AccountId(3), Side::Sell, Qty(4))),
+            Command::Place(limit(4, 1, Side::Sell, top, 2)),
+            Command::Place(limit(5, 2, Side::Sell, top - 1, 2)),
+            Command::Place(NewOrder::market(OrderId(6), AccountId(3), Side::Buy, Qty(3))),
+        ];
+        if let Err(divergence) = run_differential(config, &commands) {
+            panic!("{divergence}");
+        }
+    }
+
+    #[test]
+    fn quantity_at_extreme_prices_is_zero() {
+        // Regression: the ask ladder negated the price to rank it, and `qty_at(Sell, i64::MIN)`
+        // overflowed (run_differential asks every query at the extreme prices after each command).
+        run(&[Command::Place(limit(1, 1, Side::Sell, 10, 2)), Command::Place(limit(2, 1, Side::Buy, 9, 2))]);
     }
 
     #[test]

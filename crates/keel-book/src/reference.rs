@@ -94,7 +94,7 @@ impl ReferenceBook {
             out.push(BookEvent::Rejected { id: order.id, reason });
             return Err(reason);
         }
-        out.push(BookEvent::Accepted { order });
+        out.push(BookEvent::Accepted { id: order.id, account: order.account });
         match order.kind {
             OrderKind::StopMarket { .. } | OrderKind::StopLimit { .. } => self.stops.push(order),
             OrderKind::Limit { price } => self.execute(Self::taker_of(&order, Some(price)), out),
@@ -281,7 +281,7 @@ impl ReferenceBook {
     pub fn qty_within(&self, side: Side, reference: Price, distance: i64) -> Qty {
         self.orders(side)
             .iter()
-            .filter(|o| (o.price.0 - reference.0).abs() <= distance)
+            .filter(|o| (i128::from(o.price.0) - i128::from(reference.0)).abs() <= i128::from(distance))
             .fold(Qty::ZERO, |sum, o| sum + o.qty)
     }
 
