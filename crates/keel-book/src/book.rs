@@ -214,7 +214,7 @@ impl OrderBook {
     ///
     /// Returns the rejection reason if the order was refused (a `Rejected` event says the same).
     pub fn place(&mut self, order: NewOrder, out: &mut Vec<BookEvent>) -> Result<(), RejectReason> {
-        if let Err(reason) = self.validate_new(&order) {
+        if let Err(reason) = self.check(&order) {
             out.push(BookEvent::Rejected { id: order.id, reason });
             return Err(reason);
         }
@@ -388,8 +388,10 @@ impl OrderBook {
         }
     }
 
-    /// The checks of a new order, in their documented order (see `docs/book.md`).
-    fn validate_new(&self, order: &NewOrder) -> Result<(), RejectReason> {
+    /// Whether `place` would accept `order`, without changing anything: the checks of a new order,
+    /// in their documented order (see `docs/book.md`). Lets a caller run its own checks (margin)
+    /// only on orders the book would take.
+    pub fn check(&self, order: &NewOrder) -> Result<(), RejectReason> {
         self.validate_qty(order.qty)?;
         match order.kind {
             OrderKind::Limit { price } => self.validate_price(price)?,
@@ -497,9 +499,9 @@ impl OrderBook {
         self.push_cancel(order.id, order.account, taker.qty, reason, out);
     }
 
-    /// The worst price a market order on `side` may reach: the best opposite price moved by the
-    /// configured protection distance. `None` when the opposite side is empty.
-    fn protection_limit(&self, side: Side) -> Option<Price> {
+    /// The worst price a market order on `side` may reach now: the best opposite price moved by
+    /// the configured protection distance. `None` when the opposite side is empty.
+    pub fn protection_limit(&self, side: Side) -> Option<Price> {
         let opposite = self.ladder(side.opposite());
         let best = opposite.price(opposite.best()?.key);
         let bps = i128::from(self.config.market_protection_bps);

@@ -1,0 +1,588 @@
+//! The deterministic state machine: `apply(command) -> events`, over all markets and accounts.
+
+use crate::command::{Command, MarketSpec, PlaceOrder, Sequenced};
+use crate::error::EngineError;
+use crate::event::Event;
+use keel_book::{IdMap, OrderBook};
+use keel_margin::{Clearinghouse, Fill, Liquidity, OrderIntent, PreTrade};
+use keel_types::{
+    AccountId, Amend, BookEvent, CancelReason, MarketId, NewOrder, OrderId, OrderKind, Price, Qty, Side,
+    StopReference,
+};
+use serde::{Deserialize, Serialize};
+
+/// One listed market: its specification and its order book.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Market {
+    pub(crate) spec: MarketSpec,
+    pub(crate) book: OrderBook,
+}
+
+impl Market {
+    pub(crate) fn id(&self) -> MarketId {
+        self.spec.margin.id
+    }
+}
+
+/// A resting order's margin reservation, as registered with the clearinghouse.
+///
+/// The engine keeps this so that when an order leaves the book — filled, cancelled by its owner,
+/// by self-trade prevention, by liquidation — it can release exactly what it reserved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Reservation {
+    pub(crate) market: MarketId,
+    pub(crate) account: AccountId,
+    pub(crate) side: Side,
+    pub(crate) price: Price,
+    pub(crate) qty: Qty,
+}
+
+/// Buffers reused across commands so the order path does not allocate.
+#[derive(Debug, Default)]
+struct Scratch {
+    book_events: Vec<BookEvent>,
+    /// Orders that may have come to rest during the current command.
+    candidates: Vec<(MarketId, OrderId)>,
+    /// Accounts whose position changed during the current command.
+    traded: Vec<(MarketId, AccountId)>,
+}
+
+/// The exchange: markets with their books, the clearinghouse, and the bookkeeping that couples them.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Engine {
+    pub(crate) markets: Vec<Market>,
+    pub(crate) clearinghouse: Clearinghouse,
+    pub(crate) reservations: IdMap<OrderId, Reservation>,
+    pub(crate) next_order_id: u64,
+    pub(crate) time_ms: u64,
+    pub(crate) last_seq: u64,
+    #[serde(skip)]
+    scratch: Scratch,
+}
+
+impl Default for Engine {
+    fn default() -> Engine {
+        Engine::new()
+    }
+}
+
+impl Engine {
+    /// An engine with no markets and no accounts.
+    pub fn new() -> Engine {
+        Engine {
+            markets: Vec::new(),
+            clearinghouse: Clearinghouse::new(),
+            reservations: IdMap::default(),
+            next_order_id: 1,
+            time_ms: 0,
+            last_seq: 0,
+            scratch: Scratch {
+                book_events: Vec::with_capacity(1024),
+                candidates: Vec::with_capacity(64),
+                traded: Vec::with_capacity(64),
+            },
+        }
+    }
+
+    /// Sequence number of the last command applied.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Time of the last command applied, in milliseconds.
+    pub fn time_ms(&self) -> u64 {
+        self.time_ms
+    }
+
+    /// The margin state (accounts, positions, marks).
+    pub fn clearinghouse(&self) -> &Clearinghouse {
+        &self.clearinghouse
+    }
+
+    /// A market's order book.
+    pub fn book(&self, market: MarketId) -> Option<&OrderBook> {
+        self.markets.iter().find(|m| m.id() == market).map(|m| &m.book)
+    }
+
+    /// The listed markets' ids, in listing order.
+    pub fn market_ids(&self) -> impl Iterator<Item = MarketId> + '_ {
+        self.markets.iter().map(Market::id)
+    }
+
+    /// Applies one sequenced command and appends what happened to `out`.
+    ///
+    /// A refused command appends one [`Event::Rejected`] and changes nothing.
+    pub fn apply(&mut self, command: &Sequenced, out: &mut Vec<Event>) {
+        self.last_seq = command.seq;
+        self.time_ms = self.time_ms.max(command.time_ms);
+        if let Err(error) = self.dispatch(&command.command, out) {
+            out.push(Event::Rejected { code: error.code(), message: error.to_string() });
+        }
+    }
+
+    fn dispatch(&mut self, command: &Command, out: &mut Vec<Event>) -> Result<(), EngineError> {
+        match command {
+            Command::CreateMarket(spec) => self.create_market(spec, out),
+            Command::AddAsset(config) => {
+                let asset = self.clearinghouse.add_asset(config.clone())?;
+                out.push(Event::AssetAdded { asset });
+                Ok(())
+            }
+            Command::SetAssetPrice { asset, price } => {
+                self.clearinghouse.set_asset_price(*asset, *price)?;
+                out.push(Event::AssetPriced { asset: *asset, price: *price });
+                Ok(())
+            }
+            Command::OpenAccount { account } => {
+                self.clearinghouse.open_account(*account)?;
+                out.push(Event::AccountOpened { account: *account });
+                Ok(())
+            }
+            Command::Deposit { account, asset, amount } => {
+                self.clearinghouse.deposit(*account, *asset, *amount)?;
+                out.push(Event::Deposited { account: *account, asset: *asset, amount: *amount });
+                Ok(())
+            }
+            Command::Withdraw { account, asset, amount } => {
+                self.clearinghouse.withdraw(*account, *asset, *amount)?;
+                out.push(Event::Withdrew { account: *account, asset: *asset, amount: *amount });
+                Ok(())
+            }
+            Command::SetLeverage { account, market, leverage } => {
+                self.market_index(*market)?;
+                self.clearinghouse.set_leverage(*account, *market, *leverage)?;
+                out.push(Event::LeverageSet { account: *account, market: *market, leverage: *leverage });
+                Ok(())
+            }
+            Command::SetMarginMode { account, market, mode } => {
+                self.market_index(*market)?;
+                self.clearinghouse.set_margin_mode(*account, *market, *mode)?;
+                out.push(Event::MarginModeSet { account: *account, market: *market, mode: *mode });
+                Ok(())
+            }
+            Command::Place(order) => self.place(order, out),
+            Command::Cancel { account, market, id } => self.cancel(*account, *market, *id, out),
+            Command::Amend { account, market, id, price, qty } => {
+                self.amend(*account, *market, Amend { id: *id, price: *price, qty: *qty }, out)
+            }
+            Command::CancelAll { account, market } => self.cancel_all(*account, *market, out),
+            Command::IndexPrice { market, price } => self.index_price(*market, *price, out),
+            Command::SettleFunding { market } => self.settle_funding(*market, out),
+            Command::Tick => {
+                self.settle_due_funding(out);
+                Ok(())
+            }
+            Command::AccountView { account } => {
+                out.push(Event::AccountView(self.clearinghouse.account_view(*account)?));
+                Ok(())
+            }
+            Command::Depth { market, levels } => {
+                let book = &self.markets[self.market_index(*market)?].book;
+                let depth =
+                    |side| book.levels(side).take(*levels as usize).map(|l| (l.price, l.qty)).collect();
+                out.push(Event::Depth { market: *market, bids: depth(Side::Buy), asks: depth(Side::Sell) });
+                Ok(())
+            }
+            Command::Digest => {
+                out.push(Event::Digest { digest: self.digest() });
+                Ok(())
+            }
+        }
+    }
+
+    fn market_index(&self, market: MarketId) -> Result<usize, EngineError> {
+        self.markets.iter().position(|m| m.id() == market).ok_or(EngineError::UnknownMarket(market))
+    }
+
+    fn require_account(&self, account: AccountId) -> Result<(), EngineError> {
+        match self.clearinghouse.account(account) {
+            Some(_) => Ok(()),
+            None => Err(EngineError::UnknownAccount(account)),
+        }
+    }
+
+    fn create_market(&mut self, spec: &MarketSpec, out: &mut Vec<Event>) -> Result<(), EngineError> {
+        let id = spec.margin.id;
+        if self.market_index(id).is_ok() {
+            return Err(EngineError::DuplicateMarket(id));
+        }
+        self.clearinghouse.add_market(spec.margin.clone())?;
+        self.markets.push(Market { spec: spec.clone(), book: OrderBook::new(spec.book) });
+        out.push(Event::MarketCreated { market: id, symbol: spec.symbol.clone() });
+        Ok(())
+    }
+
+    // ----- orders -----
+
+    /// Validation → reduce-only and margin pre-check → match → settle both sides of every fill →
+    /// register what rests → last-price stops → reduce-only upkeep.
+    fn place(&mut self, order: &PlaceOrder, out: &mut Vec<Event>) -> Result<(), EngineError> {
+        let index = self.market_index(order.market)?;
+        self.require_account(order.account)?;
+        let new = NewOrder {
+            id: OrderId(self.next_order_id),
+            account: order.account,
+            side: order.side,
+            kind: order.kind,
+            qty: order.qty,
+            tif: order.tif,
+            stp: order.stp,
+            reduce_only: order.reduce_only,
+        };
+        // The book's own rules first (quantity, prices, time in force), then the account's.
+        self.markets[index].book.check(&new).map_err(EngineError::Book)?;
+        let position = self.position(order.account, order.market);
+        if order.reduce_only {
+            let reduces = position.0.signum() == -order.side.sign() && order.qty.0 <= position.0.abs();
+            if !reduces {
+                return Err(EngineError::ReduceOnly { qty: order.qty, position });
+            }
+        } else {
+            let book = &self.markets[index].book;
+            let price = match order.kind {
+                OrderKind::Limit { price } | OrderKind::StopLimit { price, .. } => price,
+                // A stop-market order is checked as if it filled at its trigger price.
+                OrderKind::StopMarket { trigger, .. } => trigger,
+                // A market order is checked at the worst price its protection lets it reach.
+                OrderKind::Market => book.protection_limit(order.side).unwrap_or(Price(1)),
+            };
+            let intent = OrderIntent { market: order.market, side: order.side, qty: order.qty, price };
+            if let PreTrade::Reject(rejection) = self.clearinghouse.pre_trade_check(order.account, &intent)? {
+                return Err(EngineError::Margin(rejection));
+            }
+        }
+        let mut events = std::mem::take(&mut self.scratch.book_events);
+        events.clear();
+        let placed = self.markets[index].book.place(new, &mut events);
+        if let Err(reason) = placed {
+            self.scratch.book_events = events;
+            return Err(EngineError::Book(reason));
+        }
+        self.next_order_id += 1;
+        self.settle(index, &events, out);
+        self.scratch.book_events = events;
+        self.after_trading(index, out);
+        Ok(())
+    }
+
+    fn cancel(
+        &mut self,
+        account: AccountId,
+        market: MarketId,
+        id: OrderId,
+        out: &mut Vec<Event>,
+    ) -> Result<(), EngineError> {
+        let index = self.market_index(market)?;
+        self.require_account(account)?;
+        if !self.owns(index, account, id) {
+            return Err(EngineError::UnknownOrder(id));
+        }
+        self.run_book(index, out, |book, events| book.cancel(id, CancelReason::User, events))
+            .map_err(EngineError::Book)
+    }
+
+    fn amend(
+        &mut self,
+        account: AccountId,
+        market: MarketId,
+        amend: Amend,
+        out: &mut Vec<Event>,
+    ) -> Result<(), EngineError> {
+        let index = self.market_index(market)?;
+        self.require_account(account)?;
+        let Some(current) = self.markets[index].book.order(amend.id).filter(|o| o.account == account) else {
+            return Err(EngineError::UnknownOrder(amend.id));
+        };
+        let price = amend.price.unwrap_or(current.price);
+        let grows = amend.qty > current.qty || price != current.price;
+        if grows && !current.reduce_only && amend.qty.is_positive() {
+            // Check the amended order as if it replaced the current one.
+            let reserved = self.reservations.get(&amend.id).copied();
+            if let Some(r) = reserved {
+                self.clearinghouse.remove_open_order(r.account, r.market, r.side, r.qty, r.price)?;
+            }
+            let intent = OrderIntent { market, side: current.side, qty: amend.qty, price };
+            let verdict = self.clearinghouse.pre_trade_check(account, &intent);
+            if let Some(r) = reserved {
+                self.clearinghouse.add_open_order(r.account, r.market, r.side, r.qty, r.price)?;
+            }
+            if let PreTrade::Reject(rejection) = verdict? {
+                return Err(EngineError::Margin(rejection));
+            }
+        }
+        self.run_book(index, out, |book, events| book.amend(amend, events)).map_err(EngineError::Book)?;
+        self.after_trading(index, out);
+        Ok(())
+    }
+
+    fn cancel_all(
+        &mut self,
+        account: AccountId,
+        market: Option<MarketId>,
+        out: &mut Vec<Event>,
+    ) -> Result<(), EngineError> {
+        self.require_account(account)?;
+        let indexes = match market {
+            Some(market) => self.market_index(market)?..self.market_index(market)? + 1,
+            None => 0..self.markets.len(),
+        };
+        for index in indexes {
+            self.run_book(index, out, |book, events| {
+                book.cancel_all(account, CancelReason::CancelAll, events);
+                Ok(())
+            })
+            .map_err(EngineError::Book)?;
+        }
+        Ok(())
+    }
+
+    /// True when `id` is a live order (resting or a pending stop) of `account` in market `index`.
+    fn owns(&self, index: usize, account: AccountId, id: OrderId) -> bool {
+        let book = &self.markets[index].book;
+        book.order(id)
+            .map(|o| o.account == account)
+            .unwrap_or_else(|| book.pending_stops().any(|stop| stop.id == id && stop.account == account))
+    }
+
+    /// Runs one book operation and settles its events.
+    fn run_book(
+        &mut self,
+        index: usize,
+        out: &mut Vec<Event>,
+        operation: impl FnOnce(&mut OrderBook, &mut Vec<BookEvent>) -> Result<(), keel_types::RejectReason>,
+    ) -> Result<(), keel_types::RejectReason> {
+        let mut events = std::mem::take(&mut self.scratch.book_events);
+        events.clear();
+        let result = operation(&mut self.markets[index].book, &mut events);
+        if result.is_ok() {
+            self.settle(index, &events, out);
+        }
+        self.scratch.book_events = events;
+        result
+    }
+
+    /// Books what a book operation did: both sides of every fill into the clearinghouse, and
+    /// every reservation change; then registers the orders that came to rest.
+    fn settle(&mut self, index: usize, events: &[BookEvent], out: &mut Vec<Event>) {
+        let market = self.markets[index].id();
+        for event in events {
+            out.push(Event::Book { market, event: *event });
+            match *event {
+                BookEvent::Accepted { id, .. } | BookEvent::Triggered { id, .. } => {
+                    self.scratch.candidates.push((market, id));
+                }
+                BookEvent::Fill {
+                    maker,
+                    maker_account,
+                    taker,
+                    taker_account,
+                    taker_side,
+                    price,
+                    qty,
+                    ..
+                } => {
+                    if let Some(reservation) = self.reservations.get_mut(&maker) {
+                        // The clearinghouse shrinks the maker's reservation as part of the fill.
+                        reservation.qty -= qty;
+                        if reservation.qty.0 == 0 {
+                            self.reservations.remove(&maker);
+                        }
+                    }
+                    let _ = self.clearinghouse.record_trade(market, price);
+                    let sides = [
+                        (maker_account, maker, taker_side.opposite(), Liquidity::Maker),
+                        (taker_account, taker, taker_side, Liquidity::Taker),
+                    ];
+                    for (account, order, side, liquidity) in sides {
+                        let fill = Fill { account, market, side, qty, price, liquidity };
+                        match self.clearinghouse.apply_fill(&fill) {
+                            Ok(outcome) => out.push(Event::Settled {
+                                market,
+                                account,
+                                order,
+                                side,
+                                price,
+                                qty,
+                                liquidity,
+                                realized_pnl: outcome.realized_pnl,
+                                fee: outcome.fee,
+                                position: outcome.size,
+                                balance: outcome.balance,
+                            }),
+                            Err(error) => out.push(Event::Fault {
+                                message: format!("fill of order {order} could not be booked: {error}"),
+                            }),
+                        }
+                        self.scratch.traded.push((market, account));
+                    }
+                }
+                BookEvent::Cancelled { id, .. } => self.release(id, out),
+                BookEvent::Amended { id, .. } => {
+                    // Released here and registered again below at its new price and quantity.
+                    self.release(id, out);
+                    self.scratch.candidates.push((market, id));
+                }
+                BookEvent::Rejected { .. } => {}
+            }
+        }
+        self.register_candidates(out);
+    }
+
+    /// Releases the whole remaining reservation of an order that left the book or is re-entered.
+    fn release(&mut self, id: OrderId, out: &mut Vec<Event>) {
+        if let Some(r) = self.reservations.remove(&id)
+            && let Err(error) =
+                self.clearinghouse.remove_open_order(r.account, r.market, r.side, r.qty, r.price)
+        {
+            out.push(Event::Fault {
+                message: format!("reservation of order {id} could not be released: {error}"),
+            });
+        }
+    }
+
+    /// Registers a reservation for every candidate order that is now resting.
+    fn register_candidates(&mut self, out: &mut Vec<Event>) {
+        let candidates = std::mem::take(&mut self.scratch.candidates);
+        for &(market, id) in &candidates {
+            let Some(book) = self.book(market) else { continue };
+            let Some(order) = book.order(id) else { continue };
+            if self.reservations.contains_key(&id) {
+                continue;
+            }
+            let r = Reservation {
+                market,
+                account: order.account,
+                side: order.side,
+                price: order.price,
+                qty: order.qty,
+            };
+            match self.clearinghouse.add_open_order(r.account, r.market, r.side, r.qty, r.price) {
+                Ok(()) => {
+                    self.reservations.insert(id, r);
+                }
+                Err(error) => out.push(Event::Fault {
+                    message: format!("reservation of order {id} could not be registered: {error}"),
+                }),
+            }
+        }
+        self.scratch.candidates = candidates;
+        self.scratch.candidates.clear();
+    }
+
+    /// After trades in market `index`: trigger last-price stops until none fire, then shrink or
+    /// cancel reduce-only orders that no longer reduce.
+    fn after_trading(&mut self, index: usize, out: &mut Vec<Event>) {
+        loop {
+            let Some(last) = self.markets[index].book.last_trade_price() else { break };
+            let mut fired = 0;
+            let _ = self.run_book(index, out, |book, events| {
+                fired = book.trigger_stops(StopReference::Last, last, events);
+                Ok(())
+            });
+            if fired == 0 {
+                break;
+            }
+        }
+        self.enforce_reduce_only(index, out);
+    }
+
+    /// Reduce-only orders may together close at most the current position: walking each traded
+    /// account's reduce-only orders oldest first, the excess is shrunk (keeping priority) or
+    /// cancelled, and all of them are cancelled once the position is flat or flipped.
+    fn enforce_reduce_only(&mut self, index: usize, out: &mut Vec<Event>) {
+        let mut traded = std::mem::take(&mut self.scratch.traded);
+        traded.sort_unstable_by_key(|&(market, account)| (market.0, account.0));
+        traded.dedup();
+        let market = self.markets[index].id();
+        for &(traded_market, account) in &traded {
+            if traded_market != market {
+                continue;
+            }
+            let position = self.position(account, market);
+            let mut allowance = position.0.abs();
+            let orders: Vec<_> =
+                self.markets[index].book.account_orders(account).filter(|o| o.reduce_only).collect();
+            for order in orders {
+                let closes = position.0.signum() == -order.side.sign();
+                let keep = if closes { order.qty.0.min(allowance) } else { 0 };
+                allowance -= keep;
+                if keep == order.qty.0 {
+                    continue;
+                }
+                let _ = self.run_book(index, out, |book, events| {
+                    if keep == 0 {
+                        book.cancel(order.id, CancelReason::ReduceOnly, events)
+                    } else {
+                        book.amend(Amend { id: order.id, price: None, qty: Qty(keep) }, events)
+                    }
+                });
+            }
+        }
+        traded.clear();
+        self.scratch.traded = traded;
+    }
+
+    /// The signed position of `account` in `market` (zero if none).
+    fn position(&self, account: AccountId, market: MarketId) -> Qty {
+        self.clearinghouse.account(account).and_then(|a| a.position(market)).map_or(Qty::ZERO, |p| p.size())
+    }
+
+    // ----- prices and funding -----
+
+    /// New index price: sample impact prices, update the mark, trigger mark stops.
+    fn index_price(
+        &mut self,
+        market: MarketId,
+        price: Price,
+        out: &mut Vec<Event>,
+    ) -> Result<(), EngineError> {
+        let index = self.market_index(market)?;
+        self.clearinghouse.set_index_price(market, price, self.time_ms)?;
+        let m = &self.markets[index];
+        let notional =
+            i128::from(m.spec.impact_notional.0) / i128::from(m.spec.margin.grid.money_per_tick_lot());
+        let bid = m.book.estimate_fill_notional(Side::Sell, notional);
+        let ask = m.book.estimate_fill_notional(Side::Buy, notional);
+        if bid.complete && ask.complete {
+            let round = keel_types::Rounding::Floor;
+            if let (Some(bid), Some(ask)) = (bid.average_price(round), ask.average_price(round)) {
+                self.clearinghouse.sample_impact_prices(market, bid, ask)?;
+            }
+        }
+        let mark = self.clearinghouse.update_mark_price(market, self.time_ms)?;
+        out.push(Event::Mark { market, index: price, mark });
+        let _ = self.run_book(index, out, |book, events| {
+            book.trigger_stops(StopReference::Mark, mark, events);
+            Ok(())
+        });
+        self.after_trading(index, out);
+        Ok(())
+    }
+
+    fn settle_funding(&mut self, market: MarketId, out: &mut Vec<Event>) -> Result<(), EngineError> {
+        self.market_index(market)?;
+        let settlement = self.clearinghouse.settle_funding(market, self.time_ms)?;
+        out.push(Event::Funding {
+            market,
+            rate: settlement.rate,
+            price: settlement.price,
+            payments: settlement.payments,
+        });
+        Ok(())
+    }
+
+    /// Settles every market whose funding interval has elapsed; a market not yet due is skipped.
+    fn settle_due_funding(&mut self, out: &mut Vec<Event>) {
+        for index in 0..self.markets.len() {
+            let market = self.markets[index].id();
+            if let Ok(settlement) = self.clearinghouse.settle_funding(market, self.time_ms) {
+                out.push(Event::Funding {
+                    market,
+                    rate: settlement.rate,
+                    price: settlement.price,
+                    payments: settlement.payments,
+                });
+            }
+        }
+    }
+}

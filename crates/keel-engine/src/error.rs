@@ -1,0 +1,83 @@
+//! Why the engine refused a command.
+
+use keel_margin::{MarginError, Rejection};
+use keel_types::{AccountId, MarketId, OrderId, Qty, RejectReason};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// A refused command. The engine's state is exactly as it was before the command.
+#[derive(Clone, Debug, PartialEq, Error)]
+pub enum EngineError {
+    /// No market with this id.
+    #[error("unknown market {0}")]
+    UnknownMarket(MarketId),
+    /// A market with this id already exists.
+    #[error("market {0} already exists")]
+    DuplicateMarket(MarketId),
+    /// No account with this id.
+    #[error("unknown account {0}")]
+    UnknownAccount(AccountId),
+    /// The order is not a live order of this account in this market.
+    #[error("order {0} is not a live order of this account in this market")]
+    UnknownOrder(OrderId),
+    /// The book refused the order or request.
+    #[error("order refused: {0}")]
+    Book(RejectReason),
+    /// The pre-trade margin check refused the order.
+    #[error("margin check failed: {0:?}")]
+    Margin(Rejection),
+    /// A reduce-only order that would not reduce the position (or exceeds it).
+    #[error("reduce-only order of {qty} lots would not reduce the position of {position} lots")]
+    ReduceOnly {
+        /// The order's quantity.
+        qty: Qty,
+        /// The account's signed position.
+        position: Qty,
+    },
+    /// The margin system refused the operation.
+    #[error("{0}")]
+    MarginSystem(MarginError),
+}
+
+impl From<MarginError> for EngineError {
+    fn from(error: MarginError) -> EngineError {
+        EngineError::MarginSystem(error)
+    }
+}
+
+/// A stable, machine-readable code for each kind of [`EngineError`], for wire protocols and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// [`EngineError::UnknownMarket`].
+    UnknownMarket,
+    /// [`EngineError::DuplicateMarket`].
+    DuplicateMarket,
+    /// [`EngineError::UnknownAccount`].
+    UnknownAccount,
+    /// [`EngineError::UnknownOrder`].
+    UnknownOrder,
+    /// [`EngineError::Book`].
+    Book(RejectReason),
+    /// [`EngineError::Margin`].
+    InsufficientMargin,
+    /// [`EngineError::ReduceOnly`].
+    ReduceOnly,
+    /// [`EngineError::MarginSystem`].
+    MarginSystem,
+}
+
+impl EngineError {
+    /// The error's code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            EngineError::UnknownMarket(_) => ErrorCode::UnknownMarket,
+            EngineError::DuplicateMarket(_) => ErrorCode::DuplicateMarket,
+            EngineError::UnknownAccount(_) => ErrorCode::UnknownAccount,
+            EngineError::UnknownOrder(_) => ErrorCode::UnknownOrder,
+            EngineError::Book(reason) => ErrorCode::Book(*reason),
+            EngineError::Margin(_) => ErrorCode::InsufficientMargin,
+            EngineError::ReduceOnly { .. } => ErrorCode::ReduceOnly,
+            EngineError::MarginSystem(_) => ErrorCode::MarginSystem,
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! The engine couples book and margin: trades settle on both accounts, reservations follow the
+//! orders, and every refused command leaves the state exactly as it was.
+
+use keel_engine::{Command, Engine, ErrorCode, Event, PlaceOrder, Sequenced, presets};
+use keel_margin::AssetId;
+use keel_types::{
+    AccountId, MarketId, Money, OrderId, OrderKind, Price, Qty, RejectReason, Side, StpMode, TimeInForce,
+};
+
+const BTC: MarketId = MarketId(1);
+const ALICE: AccountId = AccountId(1);
+const BOB: AccountId = AccountId(2);
+
+struct Harness {
+    engine: Engine,
+    seq: u64,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let mut h = Harness { engine: Engine::new(), seq: 0 };
+        h.ok(Command::CreateMarket(presets::btc_perp(BTC.0)));
+        for account in [ALICE, BOB] {
+            h.ok(Command::OpenAccount { account });
+            h.ok(Command::Deposit { account, asset: AssetId::SETTLEMENT, amount: 100_000 * Money::SCALE });
+        }
+        h.ok(Command::IndexPrice { market: BTC, price: Price(650_000) });
+        h
+    }
+
+    fn run(&mut self, command: Command) -> Vec<Event> {
+        self.seq += 1;
+        let mut out = Vec::new();
+        self.engine.apply(&Sequenced { seq: self.seq, time_ms: 1_000 * self.seq, command }, &mut out);
+        out
+    }
+
+    fn ok(&mut self, command: Command) -> Vec<Event> {
+        let events = self.run(command.clone());
+        assert!(
+            !events.iter().any(|e| matches!(e, Event::Rejected { .. } | Event::Fault { .. })),
+            "{command:?}: {events:?}"
+        );
+        events
+    }
+
+    /// Runs a command that must be refused; checks nothing changed but the sequence number.
+    fn refused(&mut self, command: Command) -> ErrorCode {
+        let before = self.state();
+        let events = self.run(command);
+        assert_eq!(self.state(), before, "a refused command changed the state");
+        match events.as_slice() {
+            [Event::Rejected { code, .. }] => *code,
+            other => panic!("expected one rejection, got {other:?}"),
+        }
+    }
+
+    /// Everything but the sequence number and time, which every command advances.
+    fn state(&mut self) -> (Vec<Event>, Vec<Event>) {
+        let views = [ALICE, BOB].map(|account| self.query(Command::AccountView { account }));
+        let depth = self.query(Command::Depth { market: BTC, levels: 100 });
+        (views.concat(), depth)
+    }
+
+    fn query(&mut self, command: Command) -> Vec<Event> {
+        let mut out = Vec::new();
+        self.engine.apply(&Sequenced { seq: self.seq, time_ms: 1_000 * self.seq, command }, &mut out);
+        out
+    }
+
+    fn limit(&mut self, account: AccountId, side: Side, price: i64, qty: i64) -> Vec<Event> {
+        self.ok(Command::Place(order(account, side, OrderKind::Limit { price: Price(price) }, qty)))
+    }
+
+    fn position(&self, account: AccountId) -> i64 {
+        self.engine.clearinghouse().account(account).and_then(|a| a.position(BTC)).map_or(0, |p| p.size().0)
+    }
+
+    fn balance(&self, account: AccountId) -> i64 {
+        self.engine.clearinghouse().account(account).unwrap().balance().0
+    }
+}
+
+fn order(account: AccountId, side: Side, kind: OrderKind, qty: i64) -> PlaceOrder {
+    PlaceOrder {
+        account,
+        market: BTC,
+        side,
+        kind,
+        qty: Qty(qty),
+        tif: TimeInForce::Gtc,
+        stp: StpMode::CancelNewest,
+        reduce_only: false,
+    }
+}
+
+fn settled(events: &[Event]) -> Vec<(AccountId, Side, i64, i64, i64)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Settled { account, side, price, qty, fee, .. } => {
+                Some((*account, *side, price.0, qty.0, fee.0))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_trade_settles_on_both_accounts_with_maker_and_taker_fees() {
+    let mut h = Harness::new();
+    h.limit(ALICE, Side::Sell, 650_000, 1_000); // 1 BTC at 65,000.0
+    let events = h.ok(Command::Place(order(BOB, Side::Buy, OrderKind::Market, 400)));
+    // 0.4 BTC at 65,000 = 26,000 USD: maker fee 0.02% = 5.2, taker fee 0.05% = 13.
+    assert_eq!(
+        settled(&events),
+        vec![(ALICE, Side::Sell, 650_000, 400, 5_200_000), (BOB, Side::Buy, 650_000, 400, 13_000_000)]
+    );
+    assert_eq!((h.position(ALICE), h.position(BOB)), (-400, 400));
+    assert_eq!(h.balance(ALICE), 100_000_000_000 - 5_200_000);
+    assert_eq!(h.balance(BOB), 100_000_000_000 - 13_000_000);
+    // The rest of Alice's order still rests and still reserves margin; cancelling releases it.
+    let reserved = h.engine.clearinghouse().margin_summary(ALICE).unwrap().initial_margin;
+    let resting = h.engine.book(BTC).unwrap().orders(Side::Sell).next().unwrap();
+    assert_eq!(resting.qty, Qty(600));
+    h.ok(Command::Cancel { account: ALICE, market: BTC, id: resting.id });
+    let after = h.engine.clearinghouse().margin_summary(ALICE).unwrap().initial_margin;
+    assert!(after < reserved, "cancelling must release the reservation ({reserved} -> {after})");
+}
+
+#[test]
+fn refused_commands_change_nothing() {
+    let mut h = Harness::new();
+    let sell = h.limit(ALICE, Side::Sell, 650_000, 1_000);
+    let alice_order = sell
+        .iter()
+        .find_map(|e| match e {
+            Event::Book { event: keel_types::BookEvent::Accepted { id, .. }, .. } => Some(*id),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        h.refused(Command::Cancel { account: BOB, market: BTC, id: alice_order }),
+        ErrorCode::UnknownOrder
+    );
+    assert_eq!(
+        h.refused(Command::Amend { account: BOB, market: BTC, id: alice_order, price: None, qty: Qty(1) }),
+        ErrorCode::UnknownOrder
+    );
+    assert_eq!(
+        h.refused(Command::Cancel { account: ALICE, market: BTC, id: OrderId(999) }),
+        ErrorCode::UnknownOrder
+    );
+    assert_eq!(
+        h.refused(Command::Place(order(AccountId(77), Side::Buy, OrderKind::Market, 1))),
+        ErrorCode::UnknownAccount
+    );
+    let mut wrong_market = order(BOB, Side::Buy, OrderKind::Market, 1);
+    wrong_market.market = MarketId(9);
+    assert_eq!(h.refused(Command::Place(wrong_market)), ErrorCode::UnknownMarket);
+    assert_eq!(
+        h.refused(Command::Place(order(BOB, Side::Buy, OrderKind::Limit { price: Price(600_000) }, 0))),
+        ErrorCode::Book(RejectReason::InvalidQuantity)
+    );
+    // 100,000 USD cannot margin 100 BTC (6.5M USD) at the default 20x.
+    assert_eq!(
+        h.refused(Command::Place(order(BOB, Side::Buy, OrderKind::Limit { price: Price(600_000) }, 100_000))),
+        ErrorCode::InsufficientMargin
+    );
+    let mut reduce = order(BOB, Side::Sell, OrderKind::Limit { price: Price(700_000) }, 1);
+    reduce.reduce_only = true;
+    assert_eq!(h.refused(Command::Place(reduce)), ErrorCode::ReduceOnly);
+    assert_eq!(
+        h.refused(Command::Withdraw {
+            account: BOB,
+            asset: AssetId::SETTLEMENT,
+            amount: 200_000 * Money::SCALE
+        }),
+        ErrorCode::MarginSystem
+    );
+}
+
+#[test]
+fn reduce_only_orders_shrink_with_the_position() {
+    let mut h = Harness::new();
+    h.limit(ALICE, Side::Sell, 650_000, 1_000);
+    h.ok(Command::Place(order(BOB, Side::Buy, OrderKind::Market, 1_000)));
+    assert_eq!(h.position(BOB), 1_000);
+    // Bob's reduce-only sell for his whole position rests above the market.
+    let mut take_profit = order(BOB, Side::Sell, OrderKind::Limit { price: Price(700_000) }, 1_000);
+    take_profit.reduce_only = true;
+    h.ok(Command::Place(take_profit));
+    // Bob sells 600 with a normal order into Alice's new bid: only 400 is left to reduce.
+    h.limit(ALICE, Side::Buy, 649_000, 600);
+    h.ok(Command::Place(order(BOB, Side::Sell, OrderKind::Market, 600)));
+    assert_eq!(h.position(BOB), 400);
+    let resting: Vec<_> =
+        h.engine.book(BTC).unwrap().account_orders(BOB).map(|o| (o.qty.0, o.reduce_only)).collect();
+    assert_eq!(resting, vec![(400, true)]);
+}
+
+#[test]
+fn the_digest_depends_on_state_not_on_history_of_queries() {
+    let mut a = Harness::new();
+    let mut b = Harness::new();
+    a.limit(ALICE, Side::Sell, 650_000, 10);
+    b.limit(ALICE, Side::Sell, 650_000, 10);
+    b.query(Command::Depth { market: BTC, levels: 3 });
+    assert_eq!(a.engine.digest(), b.engine.digest());
+    b.limit(BOB, Side::Buy, 640_000, 10);
+    assert_ne!(a.engine.digest(), b.engine.digest());
+}
