@@ -84,6 +84,13 @@ impl Engine {
         }
     }
 
+    /// An engine decoded from a snapshot, with its reusable buffers sized again (they are not
+    /// part of the state, so the snapshot does not carry them).
+    pub fn restored(mut self) -> Engine {
+        self.scratch = Engine::new().scratch;
+        self
+    }
+
     /// Sequence number of the last command applied.
     pub fn last_seq(&self) -> u64 {
         self.last_seq
@@ -112,9 +119,14 @@ impl Engine {
     /// Applies one sequenced command and appends what happened to `out`.
     ///
     /// A refused command appends one [`Event::Rejected`] and changes nothing.
+    ///
+    /// Queries ([`Command::is_query`]) report without changing anything, not even the sequence
+    /// number or the time: they are not journalled.
     pub fn apply(&mut self, command: &Sequenced, out: &mut Vec<Event>) {
-        self.last_seq = command.seq;
-        self.time_ms = self.time_ms.max(command.time_ms);
+        if !command.command.is_query() {
+            self.last_seq = command.seq;
+            self.time_ms = self.time_ms.max(command.time_ms);
+        }
         if let Err(error) = self.dispatch(&command.command, out) {
             out.push(Event::Rejected { code: error.code(), message: error.to_string() });
         }
