@@ -127,6 +127,8 @@ pub fn recover(dir: &Path, flush: FlushPolicy) -> Result<(Engine, Journal, Recov
 /// Writes a snapshot of `engine` into the store in `dir` and keeps the newest `keep` snapshots.
 pub fn snapshot(dir: &Path, engine: &Engine, keep: usize) -> Result<PathBuf, StoreError> {
     let snapshots = dir.join(SNAPSHOT_DIR);
+    std::fs::create_dir_all(&snapshots)
+        .map_err(|source| StoreError::CreateDir { path: snapshots.clone(), source })?;
     let path = snapshot_file::write_snapshot(&snapshots, engine.last_seq(), &codec::encode(engine))?;
     snapshot_file::prune_snapshots(&snapshots, keep)?;
     Ok(path)

@@ -6,6 +6,7 @@
 //! - [`harness`]: replays a generated flow through an `OrderBook`, measuring throughput and
 //!   per-operation latency with an HDR histogram.
 
+pub mod engine_flow;
 pub mod flow;
 pub mod harness;
 mod rng;
