@@ -484,7 +484,8 @@ impl Engine {
     /// After trades in market `index`: trigger last-price stops until none fire, then shrink or
     /// cancel reduce-only orders that no longer reduce.
     fn after_trading(&mut self, index: usize, out: &mut Vec<Event>) {
-        loop {
+        // Each round can trade and move the last price again, reaching further stops.
+        while self.markets[index].book.stop_count() > 0 {
             let Some(last) = self.markets[index].book.last_trade_price() else { break };
             let mut fired = 0;
             let _ = self.run_book(index, out, |book, events| {
@@ -502,6 +503,9 @@ impl Engine {
     /// account's reduce-only orders oldest first, the excess is shrunk (keeping priority) or
     /// cancelled, and all of them are cancelled once the position is flat or flipped.
     fn enforce_reduce_only(&mut self, index: usize, out: &mut Vec<Event>) {
+        if self.scratch.traded.is_empty() {
+            return;
+        }
         let mut traded = std::mem::take(&mut self.scratch.traded);
         traded.sort_unstable_by_key(|&(market, account)| (market.0, account.0));
         traded.dedup();

@@ -139,13 +139,21 @@ pub fn generate(config: &EngineFlowConfig) -> Vec<Sequenced> {
                 continue;
             }
             let (id, owner) = market.live[rng.below(market.live.len() as u64) as usize];
+            if sim.engine.book(market.id).and_then(|b| b.order(id)).is_none() {
+                // It left the book as the taker of a crossing amend: no event said so directly.
+                market.remove(id);
+                continue;
+            }
             Command::Cancel { account: owner, market: market.id, id }
         } else if roll < 0.92 {
             if market.live.is_empty() {
                 continue;
             }
             let (id, owner) = market.live[rng.below(market.live.len() as u64) as usize];
-            let Some(order) = sim.engine.book(market.id).and_then(|b| b.order(id)) else { continue };
+            let Some(order) = sim.engine.book(market.id).and_then(|b| b.order(id)) else {
+                market.remove(id);
+                continue;
+            };
             let offset = 1 + rng.exponential(10.0) as i64;
             let price = match order.side {
                 Side::Buy => market.mid - offset,

@@ -216,3 +216,62 @@ pub fn run_regimes(regimes: &[crate::flow::Regime], ops: usize, mut print: impl 
     }
     worst
 }
+
+/// What the engine benchmark measured.
+#[derive(Debug)]
+pub struct EngineReport {
+    /// Commands in the measured flow (setup excluded).
+    pub commands: usize,
+    /// Wall time of the throughput pass.
+    pub elapsed: Duration,
+    /// Latency per command at the fixed offered rate, measured from each command's scheduled
+    /// arrival (so time spent queued behind a slow command counts), in nanoseconds.
+    pub latency: Histogram<u64>,
+    /// The offered rate of the latency pass, commands per second.
+    pub offered_rate: u64,
+}
+
+/// Measures the whole engine on `commands` (the first `setup` of which are applied untimed):
+/// throughput flat out, then latency at a fixed offered rate, corrected for coordinated omission.
+pub fn measure_engine(commands: &[keel_engine::Sequenced], setup: usize, offered_rate: u64) -> EngineReport {
+    use keel_engine::Engine;
+    let (setup_part, flow) = commands.split_at(setup);
+    let mut events = Vec::with_capacity(4096);
+    let prepare = |events: &mut Vec<keel_engine::Event>| {
+        let mut engine = Engine::new();
+        for command in setup_part {
+            events.clear();
+            engine.apply(command, events);
+        }
+        engine
+    };
+
+    let mut engine = prepare(&mut events);
+    let start = Instant::now();
+    for command in flow {
+        events.clear();
+        engine.apply(command, &mut events);
+    }
+    let elapsed = start.elapsed();
+    std::hint::black_box(&engine);
+
+    // Latency: command i is due at start + i / rate. If the engine is still busy with earlier
+    // commands when it is due, the wait counts: latency = completion − due time.
+    let clock = Clock::calibrate();
+    let mut engine = prepare(&mut events);
+    let mut latency =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds");
+    let interval_ticks = clock.ticks_per_ns * 1e9 / offered_rate as f64;
+    let t0 = clock.now();
+    for (i, command) in flow.iter().enumerate() {
+        let due = t0 + (i as f64 * interval_ticks) as u64;
+        while clock.now() < due {
+            std::hint::spin_loop();
+        }
+        events.clear();
+        engine.apply(command, &mut events);
+        let done = clock.now();
+        latency.saturating_record(clock.nanos(done.saturating_sub(due)).max(1));
+    }
+    EngineReport { commands: flow.len(), elapsed, latency, offered_rate }
+}
