@@ -58,8 +58,8 @@ pub struct PlaceOrder {
 /// Everything the engine can be asked to do.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
-    /// Lists a market.
-    CreateMarket(MarketSpec),
+    /// Lists a market (boxed: a listing is large and rare, and every other command is small).
+    CreateMarket(Box<MarketSpec>),
     /// Registers a collateral asset (the settlement asset, id 0, always exists).
     AddAsset(AssetConfig),
     /// Reprices a collateral asset (price per whole unit, in money).
@@ -148,6 +148,14 @@ pub enum Command {
         market: MarketId,
         /// The index price.
         price: Price,
+    },
+    /// The venue seeds or tops up the insurance fund (the pool backing `market`; with a shared
+    /// fund any market id names the one pool).
+    FundDeposit {
+        /// The market whose pool receives the deposit.
+        market: MarketId,
+        /// Amount in money units.
+        amount: Money,
     },
     /// Settles the market's funding interval now (if it is due).
     SettleFunding {

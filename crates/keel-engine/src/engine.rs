@@ -4,6 +4,7 @@ use crate::command::{Command, MarketSpec, PlaceOrder, Sequenced};
 use crate::error::EngineError;
 use crate::event::Event;
 use keel_book::{IdMap, OrderBook};
+use keel_liquidation::{BookSet, LiquidationConfig, LiquidationEvent, Liquidator};
 use keel_margin::{Clearinghouse, Fill, Liquidity, OrderIntent, PreTrade};
 use keel_types::{
     AccountId, Amend, BookEvent, CancelReason, MarketId, NewOrder, OrderId, OrderKind, Price, Qty, Side,
@@ -37,10 +38,20 @@ pub(crate) struct Reservation {
     pub(crate) qty: Qty,
 }
 
+/// The markets' books, found by market id, for the liquidator.
+struct MarketBooks<'a>(&'a mut [Market]);
+
+impl BookSet for MarketBooks<'_> {
+    fn book_mut(&mut self, market: MarketId) -> Option<&mut OrderBook> {
+        self.0.iter_mut().find(|m| m.id() == market).map(|m| &mut m.book)
+    }
+}
+
 /// Buffers reused across commands so the order path does not allocate.
 #[derive(Debug, Default)]
 struct Scratch {
     book_events: Vec<BookEvent>,
+    liquidation_events: Vec<LiquidationEvent>,
     /// Orders that may have come to rest during the current command.
     candidates: Vec<(MarketId, OrderId)>,
     /// Accounts whose position changed during the current command.
@@ -52,6 +63,7 @@ struct Scratch {
 pub struct Engine {
     pub(crate) markets: Vec<Market>,
     pub(crate) clearinghouse: Clearinghouse,
+    pub(crate) liquidator: Liquidator,
     pub(crate) reservations: IdMap<OrderId, Reservation>,
     pub(crate) next_order_id: u64,
     pub(crate) time_ms: u64,
@@ -67,17 +79,24 @@ impl Default for Engine {
 }
 
 impl Engine {
-    /// An engine with no markets and no accounts.
+    /// An engine with no markets and no accounts, and the default liquidation rules.
     pub fn new() -> Engine {
+        Engine::with_liquidation(LiquidationConfig::default())
+    }
+
+    /// An engine with no markets and no accounts, liquidating by `liquidation`.
+    pub fn with_liquidation(liquidation: LiquidationConfig) -> Engine {
         Engine {
             markets: Vec::new(),
             clearinghouse: Clearinghouse::new(),
+            liquidator: Liquidator::new(liquidation),
             reservations: IdMap::default(),
             next_order_id: 1,
             time_ms: 0,
             last_seq: 0,
             scratch: Scratch {
                 book_events: Vec::with_capacity(1024),
+                liquidation_events: Vec::with_capacity(1024),
                 candidates: Vec::with_capacity(64),
                 traded: Vec::with_capacity(64),
             },
@@ -106,6 +125,11 @@ impl Engine {
         &self.clearinghouse
     }
 
+    /// The liquidation pipeline (queue, insurance fund, ADL ranking).
+    pub fn liquidator(&self) -> &Liquidator {
+        &self.liquidator
+    }
+
     /// A market's order book.
     pub fn book(&self, market: MarketId) -> Option<&OrderBook> {
         self.markets.iter().find(|m| m.id() == market).map(|m| &m.book)
@@ -127,9 +151,49 @@ impl Engine {
             self.last_seq = command.seq;
             self.time_ms = self.time_ms.max(command.time_ms);
         }
-        if let Err(error) = self.dispatch(&command.command, out) {
-            out.push(Event::Rejected { code: error.code(), message: error.to_string() });
+        match self.dispatch(&command.command, out) {
+            Ok(()) if !command.command.is_query() => self.run_liquidations(out),
+            Ok(()) => {}
+            Err(error) => out.push(Event::Rejected { code: error.code(), message: error.to_string() }),
         }
+    }
+
+    /// Runs the liquidation pipeline after a command that may have moved an account's margin.
+    /// The maintenance index makes this cheap when no threshold was crossed.
+    fn run_liquidations(&mut self, out: &mut Vec<Event>) {
+        let mut events = std::mem::take(&mut self.scratch.liquidation_events);
+        events.clear();
+        let run = self.liquidator.run(
+            self.time_ms,
+            &mut MarketBooks(&mut self.markets),
+            &mut self.clearinghouse,
+            &mut events,
+        );
+        for event in &events {
+            // The liquidator settles and unregisters what it does in the books; mirror it in the
+            // engine's own record of reservations.
+            if let LiquidationEvent::Book { event, .. } = event {
+                match *event {
+                    BookEvent::Fill { maker, qty, .. } => {
+                        if let Some(reservation) = self.reservations.get_mut(&maker) {
+                            reservation.qty -= qty;
+                            if reservation.qty.0 == 0 {
+                                self.reservations.remove(&maker);
+                            }
+                        }
+                    }
+                    BookEvent::Cancelled { id, .. } => {
+                        self.reservations.remove(&id);
+                    }
+                    _ => {}
+                }
+            }
+            out.push(Event::Liquidation(*event));
+        }
+        if let Err(error) = run {
+            out.push(Event::Fault { message: format!("liquidation failed: {error}") });
+        }
+        self.scratch.liquidation_events = events;
     }
 
     fn dispatch(&mut self, command: &Command, out: &mut Vec<Event>) -> Result<(), EngineError> {
@@ -179,13 +243,30 @@ impl Engine {
             }
             Command::CancelAll { account, market } => self.cancel_all(*account, *market, out),
             Command::IndexPrice { market, price } => self.index_price(*market, *price, out),
+            Command::FundDeposit { market, amount } => {
+                self.market_index(*market)?;
+                let mut events = Vec::new();
+                self.liquidator
+                    .deposit_to_fund(*market, *amount, &mut events)
+                    .map_err(|error| EngineError::Liquidation(error.to_string()))?;
+                out.extend(events.into_iter().map(Event::Liquidation));
+                Ok(())
+            }
             Command::SettleFunding { market } => self.settle_funding(*market, out),
             Command::Tick => {
                 self.settle_due_funding(out);
+                // Time passing is the display cadence of the ADL quantiles traders see.
+                if let Err(error) = self.liquidator.refresh_adl_ranking(&mut self.clearinghouse) {
+                    out.push(Event::Fault { message: format!("ADL ranking refresh failed: {error}") });
+                }
                 Ok(())
             }
             Command::AccountView { account } => {
-                out.push(Event::AccountView(self.clearinghouse.account_view(*account)?));
+                let view = self
+                    .liquidator
+                    .account_view(&self.clearinghouse, *account)
+                    .map_err(|error| EngineError::Liquidation(error.to_string()))?;
+                out.push(Event::AccountView(view));
                 Ok(())
             }
             Command::Depth { market, levels } => {

@@ -37,6 +37,9 @@ pub enum EngineError {
     /// The margin system refused the operation.
     #[error("{0}")]
     MarginSystem(MarginError),
+    /// The liquidation pipeline refused the operation.
+    #[error("{0}")]
+    Liquidation(String),
 }
 
 impl From<MarginError> for EngineError {
@@ -64,6 +67,8 @@ pub enum ErrorCode {
     ReduceOnly,
     /// [`EngineError::MarginSystem`].
     MarginSystem,
+    /// [`EngineError::Liquidation`].
+    Liquidation,
 }
 
 impl EngineError {
@@ -78,6 +83,7 @@ impl EngineError {
             EngineError::Margin(_) => ErrorCode::InsufficientMargin,
             EngineError::ReduceOnly { .. } => ErrorCode::ReduceOnly,
             EngineError::MarginSystem(_) => ErrorCode::MarginSystem,
+            EngineError::Liquidation(_) => ErrorCode::Liquidation,
         }
     }
 }

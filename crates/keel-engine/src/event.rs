@@ -1,6 +1,7 @@
 //! What the engine reports, in the order it happened.
 
 use crate::error::ErrorCode;
+use keel_liquidation::LiquidationEvent;
 use keel_margin::{AccountView, AssetId, Liquidity, MarginMode, Rate};
 use keel_types::{AccountId, BookEvent, MarketId, Money, OrderId, Price, Qty, Side};
 use serde::{Deserialize, Serialize};
@@ -127,6 +128,9 @@ pub enum Event {
         /// Per account: received (positive) or paid (negative); sums to zero.
         payments: Vec<(AccountId, Money)>,
     },
+    /// A step of the liquidation pipeline: margin call, cancellations, liquidation orders and
+    /// fills, fund flows, auto-deleveraging, bankruptcy, accounts waiting on the throttle.
+    Liquidation(LiquidationEvent),
     /// An account's state, on request.
     AccountView(AccountView),
     /// A market's depth, on request.

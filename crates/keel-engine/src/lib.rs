@@ -16,7 +16,9 @@ mod error;
 mod event;
 pub mod journal;
 pub mod presets;
+pub mod sequencer;
 pub mod snapshot_file;
+pub mod store;
 
 pub use command::{Command, MarketSpec, PlaceOrder, Sequenced};
 pub use engine::Engine;

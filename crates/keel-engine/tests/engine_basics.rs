@@ -19,7 +19,7 @@ struct Harness {
 impl Harness {
     fn new() -> Harness {
         let mut h = Harness { engine: Engine::new(), seq: 0 };
-        h.ok(Command::CreateMarket(presets::btc_perp(BTC.0)));
+        h.ok(Command::CreateMarket(Box::new(presets::btc_perp(BTC.0))));
         for account in [ALICE, BOB] {
             h.ok(Command::OpenAccount { account });
             h.ok(Command::Deposit { account, asset: AssetId::SETTLEMENT, amount: 100_000 * Money::SCALE });

@@ -4,6 +4,7 @@ use crate::MarginError;
 use crate::collateral::{Asset, AssetConfig, AssetId};
 use crate::funding::{FundingNotional, FundingSettlement, distribute_funding, funding_rate, premium_index};
 use crate::liquidation::Solver;
+use crate::maintenance::MaintenanceIndex;
 use crate::mark::{MarkInputs, mark_price};
 use crate::market::{Market, MarketConfig};
 use crate::position::{MarginMode, OpenOrders, Position, abs, notional, reservation};
@@ -38,7 +39,7 @@ impl Hasher for IdHasher {
 type IdMap<K> = HashMap<K, u32, BuildHasherDefault<IdHasher>>;
 
 /// An amount of a non-settlement collateral asset held by an account.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Holding {
     /// The asset.
     pub asset: AssetId,
@@ -48,12 +49,12 @@ pub struct Holding {
 
 /// A trading account: a settlement balance, collateral holdings and one position slot per market
 /// it has touched. A small vector of positions: a linear scan over ten is faster than any map.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Account {
-    id: AccountId,
-    balance: Money,
-    collateral: Vec<Holding>,
-    positions: Vec<Position>,
+    pub(crate) id: AccountId,
+    pub(crate) balance: Money,
+    pub(crate) collateral: Vec<Holding>,
+    pub(crate) positions: Vec<Position>,
 }
 
 impl Account {
@@ -82,7 +83,7 @@ impl Account {
         self.positions.iter().find(|p| p.market == market)
     }
 
-    fn position_index(&self, slot: u32) -> Option<usize> {
+    pub(crate) fn position_index(&self, slot: u32) -> Option<usize> {
         self.positions.iter().position(|p| p.slot == slot)
     }
 }
@@ -137,7 +138,7 @@ pub enum Rejection {
 }
 
 /// Whether a fill's account rested in the book or took liquidity.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Liquidity {
     /// Resting order: pays the maker fee and its open-order reservation shrinks by the fill.
     Maker,
@@ -218,15 +219,56 @@ pub(crate) fn margin_ratio(maintenance: Money, equity: Money) -> Result<Option<R
 }
 
 /// Accounts, collateral assets and markets, and the margin arithmetic that ties them together.
-#[derive(Clone, Debug)]
+///
+/// A snapshot (serde) holds the vectors and the maintenance index; the id lookups are rebuilt
+/// from the vectors on restore, so a restored clearinghouse does not depend on hash-map layout.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(from = "StoredClearinghouse")]
 pub struct Clearinghouse {
+    pub(crate) assets: Vec<Asset>,
+    pub(crate) markets: Vec<Market>,
+    #[serde(skip)]
+    market_slots: IdMap<MarketId>,
+    pub(crate) accounts: Vec<Account>,
+    #[serde(skip)]
+    account_slots: IdMap<AccountId>,
+    pub(crate) fees_collected: Money,
+    pub(crate) net_deposits: i128,
+    /// Settlement money moved into accounts from pools outside the clearinghouse (the insurance
+    /// fund) minus money moved out to them.
+    pub(crate) external_net: i128,
+    /// Accounts indexed by the mark at which they reach maintenance (see `maintenance.rs`).
+    pub(crate) index: MaintenanceIndex,
+}
+
+/// The serialized form of a [`Clearinghouse`]: everything but the id lookups.
+#[derive(serde::Deserialize)]
+struct StoredClearinghouse {
     assets: Vec<Asset>,
     markets: Vec<Market>,
-    market_slots: IdMap<MarketId>,
     accounts: Vec<Account>,
-    account_slots: IdMap<AccountId>,
     fees_collected: Money,
     net_deposits: i128,
+    external_net: i128,
+    index: MaintenanceIndex,
+}
+
+impl From<StoredClearinghouse> for Clearinghouse {
+    fn from(s: StoredClearinghouse) -> Clearinghouse {
+        let market_slots = s.markets.iter().enumerate().map(|(i, m)| (m.config.id, i as u32)).collect();
+        let account_slots = s.accounts.iter().enumerate().map(|(i, a)| (a.id, i as u32)).collect();
+        Clearinghouse {
+            assets: s.assets,
+            markets: s.markets,
+            market_slots,
+            accounts: s.accounts,
+            account_slots,
+            fees_collected: s.fees_collected,
+            net_deposits: s.net_deposits,
+            external_net: s.external_net,
+            index: s.index,
+        }
+    }
 }
 
 impl Default for Clearinghouse {
@@ -253,6 +295,8 @@ impl Clearinghouse {
             account_slots: IdMap::default(),
             fees_collected: Money::ZERO,
             net_deposits: 0,
+            external_net: 0,
+            index: MaintenanceIndex::default(),
         }
     }
 
@@ -270,14 +314,28 @@ impl Clearinghouse {
     pub fn set_asset_price(&mut self, asset: AssetId, price: Money) -> Result<(), MarginError> {
         let a = self.collateral_asset_mut(asset)?;
         let haircut = a.config.haircut;
-        a.reprice(price, haircut)
+        a.reprice(price, haircut)?;
+        self.touch_holders(asset);
+        Ok(())
     }
 
     /// Sets a collateral asset's haircut.
     pub fn set_haircut(&mut self, asset: AssetId, haircut: Rate) -> Result<(), MarginError> {
         let a = self.collateral_asset_mut(asset)?;
         let price = a.config.price;
-        a.reprice(price, haircut)
+        a.reprice(price, haircut)?;
+        self.touch_holders(asset);
+        Ok(())
+    }
+
+    /// Marks every holder of `asset` for re-indexing: a collateral price or haircut change moves
+    /// the equity of each of them (a scan of all accounts; collateral repricing is rare).
+    fn touch_holders(&mut self, asset: AssetId) {
+        for (i, a) in self.accounts.iter().enumerate() {
+            if a.collateral.iter().any(|h| h.asset == asset) {
+                self.index.touch(i);
+            }
+        }
     }
 
     /// A registered asset's configuration (current price and haircut).
@@ -295,6 +353,7 @@ impl Clearinghouse {
         let id = config.id;
         self.markets.push(Market::new(config)?);
         self.market_slots.insert(id, slot);
+        self.index.add_market();
         Ok(())
     }
 
@@ -317,6 +376,7 @@ impl Clearinghouse {
             positions: Vec::new(),
         });
         self.account_slots.insert(id, slot);
+        self.index.add_account();
         Ok(())
     }
 
@@ -340,6 +400,31 @@ impl Clearinghouse {
         self.net_deposits
     }
 
+    /// Settlement money received from pools outside the clearinghouse (the insurance fund) minus
+    /// money paid out to them, since the start (see [`Clearinghouse::transfer_settlement`]).
+    pub fn external_net(&self) -> i128 {
+        self.external_net
+    }
+
+    /// Moves settlement money between an account's balance and a pool outside the clearinghouse:
+    /// a positive amount credits the account, a negative one debits it. The insurance fund's
+    /// inflows and outflows go through here, so `settlement_held − Σ cost bases = net_deposits +
+    /// external_net` holds exactly. Returns the new balance.
+    pub fn transfer_settlement(&mut self, account: AccountId, amount: Money) -> Result<Money, MarginError> {
+        let acc = self.account_index(account)?;
+        let balance = self.accounts[acc].balance.checked_add(amount)?;
+        self.accounts[acc].balance = balance;
+        self.external_net += i128::from(amount.0);
+        self.index.touch(acc);
+        Ok(balance)
+    }
+
+    /// Σ over all open positions of their signed cost basis, exactly (the refinement of value
+    /// conservation while positions are open: see `docs/margin.md` §10).
+    pub fn total_cost_basis(&self) -> i128 {
+        self.accounts.iter().flat_map(|a| &a.positions).map(|p| i128::from(p.cost.0)).sum()
+    }
+
     /// Settlement asset held across all accounts (balances and isolated margins) plus fees:
     /// equals [`Clearinghouse::net_deposits`] after every operation.
     pub fn settlement_held(&self) -> i128 {
@@ -357,12 +442,12 @@ impl Clearinghouse {
     // ----- lookups -------------------------------------------------------------------------
 
     #[inline]
-    fn slot(&self, market: MarketId) -> Result<usize, MarginError> {
+    pub(crate) fn slot(&self, market: MarketId) -> Result<usize, MarginError> {
         self.market_slots.get(&market).map(|&s| s as usize).ok_or(MarginError::UnknownMarket(market))
     }
 
     #[inline]
-    fn account_index(&self, id: AccountId) -> Result<usize, MarginError> {
+    pub(crate) fn account_index(&self, id: AccountId) -> Result<usize, MarginError> {
         self.account_slots.get(&id).map(|&s| s as usize).ok_or(MarginError::UnknownAccount(id))
     }
 
@@ -405,6 +490,7 @@ impl Clearinghouse {
         } else {
             a.collateral.push(Holding { asset, amount });
         }
+        self.index.touch(acc);
         Ok(())
     }
 
@@ -450,6 +536,7 @@ impl Clearinghouse {
                 if asset == AssetId::SETTLEMENT {
                     self.net_deposits -= i128::from(amount);
                 }
+                self.index.touch(acc);
                 Ok(())
             }
             Err(e) => {
@@ -536,6 +623,7 @@ impl Clearinghouse {
         }
         let idx = self.position_or_insert(acc, slot);
         self.accounts[acc].positions[idx].mode = mode;
+        self.index.touch(acc);
         Ok(())
     }
 
@@ -562,6 +650,7 @@ impl Clearinghouse {
         let new_margin = a.positions[idx].isolated_margin.checked_add(amount)?;
         a.balance = a.balance.checked_sub(amount)?;
         a.positions[idx].isolated_margin = new_margin;
+        self.index.touch(acc);
         Ok(())
     }
 
@@ -595,6 +684,7 @@ impl Clearinghouse {
         let a = &mut self.accounts[acc];
         a.balance = a.balance.checked_add(amount)?;
         a.positions[idx].isolated_margin = remaining;
+        self.index.touch(acc);
         Ok(())
     }
 
@@ -776,6 +866,17 @@ impl Clearinghouse {
     /// locked from the balance when it opens (fill notional / leverage, rounded up) and released
     /// to it pro rata when it reduces.
     pub fn apply_fill(&mut self, fill: &Fill) -> Result<FillOutcome, MarginError> {
+        self.book_fill(fill, None)
+    }
+
+    /// Books one side of a trade like [`Clearinghouse::apply_fill`] but without a trading fee:
+    /// for the closing side of a liquidation (whose fee goes to the insurance fund instead) and
+    /// for both sides of an auto-deleveraging trade, which venues do not charge.
+    pub fn apply_fill_without_fee(&mut self, fill: &Fill) -> Result<FillOutcome, MarginError> {
+        self.book_fill(fill, Some(Rate::ZERO))
+    }
+
+    fn book_fill(&mut self, fill: &Fill, fee_override: Option<Rate>) -> Result<FillOutcome, MarginError> {
         let acc = self.account_index(fill.account)?;
         let slot = self.slot(fill.market)?;
         let m = &self.markets[slot];
@@ -784,9 +885,10 @@ impl Clearinghouse {
         }
         m.check_price(fill.price)?;
         let k = m.k;
-        let fee_rate = match fill.liquidity {
-            Liquidity::Maker => m.config.maker_fee,
-            Liquidity::Taker => m.config.taker_fee,
+        let fee_rate = match (fee_override, fill.liquidity) {
+            (Some(rate), _) => rate,
+            (None, Liquidity::Maker) => m.config.maker_fee,
+            (None, Liquidity::Taker) => m.config.taker_fee,
         };
         let fill_notional = Money(notional(fill.price, fill.qty.0, k)?);
         let fee = fee_rate.of(fill_notional, Rounding::Ceil)?;
@@ -831,6 +933,7 @@ impl Clearinghouse {
             }
         }
         self.fees_collected = fees_collected;
+        self.index.touch(acc);
         Ok(FillOutcome {
             realized_pnl: effect.realized,
             fee,
@@ -976,6 +1079,7 @@ impl Clearinghouse {
             updates.push((ai, pi, target, current.checked_add(amount)?, funding));
         }
         for (ai, pi, target, value, funding) in updates {
+            self.index.touch(ai);
             let a = &mut self.accounts[ai];
             match target {
                 None => a.balance = value,
@@ -998,12 +1102,20 @@ impl Clearinghouse {
     }
 
     /// Cross totals with one market's mark replaced (for what-if evaluation).
-    fn summary_at(
+    pub(crate) fn summary_at(
         &self,
         acc: usize,
         mark_override: Option<(usize, Price)>,
     ) -> Result<MarginSummary, MarginError> {
-        let a = &self.accounts[acc];
+        self.summary_of(&self.accounts[acc], mark_override)
+    }
+
+    /// Cross totals of an account value (possibly a what-if copy) at the current marks.
+    pub(crate) fn summary_of(
+        &self,
+        a: &Account,
+        mark_override: Option<(usize, Price)>,
+    ) -> Result<MarginSummary, MarginError> {
         let mut s = MarginSummary::default();
         for h in &a.collateral {
             s.collateral_value = s
@@ -1061,7 +1173,7 @@ impl Clearinghouse {
     }
 
     /// The solver for one position with everything else held at current marks.
-    fn solver(&self, acc: usize, idx: usize) -> Result<Option<Solver<'_>>, MarginError> {
+    pub(crate) fn solver(&self, acc: usize, idx: usize) -> Result<Option<Solver<'_>>, MarginError> {
         let p = &self.accounts[acc].positions[idx];
         if p.size.0 == 0 {
             return Ok(None);
@@ -1191,6 +1303,7 @@ impl Clearinghouse {
                     Some(s) => s.bankruptcy_price()?,
                     None => None,
                 },
+                adl_quantile: None,
             });
         }
         Ok(view)

@@ -6,7 +6,9 @@ use keel_types::{ArithmeticError, Money, Rounding};
 use std::fmt;
 
 /// Identifies an asset an account can hold. [`AssetId::SETTLEMENT`] is the USD stablecoin.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct AssetId(pub u16);
 
 impl AssetId {
@@ -21,7 +23,7 @@ impl fmt::Display for AssetId {
 }
 
 /// How a collateral asset is counted: its unit, its price and its haircut.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AssetConfig {
     /// Ticker shown to operators ("BTC", "stETH").
     pub symbol: String,
@@ -34,7 +36,7 @@ pub struct AssetConfig {
 }
 
 /// A registered asset with its haircut price precomputed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Asset {
     pub(crate) config: AssetConfig,
     /// `10^decimals`, with its reciprocal for the common case where the product fits 64 bits.

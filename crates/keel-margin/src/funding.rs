@@ -5,7 +5,7 @@ use crate::rate::{Rate, div_round_wide, narrow};
 use keel_types::{AccountId, ArithmeticError, MarketId, Money, Price, Rounding};
 
 /// How premium-index samples are averaged over the interval.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum PremiumAveraging {
     /// Plain mean of the samples (BitMEX, Bybit, Hyperliquid).
     #[default]
@@ -15,7 +15,7 @@ pub enum PremiumAveraging {
 }
 
 /// Which price values a position for its funding payment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum FundingNotional {
     /// Position notional at the mark price (Binance, Bybit, BitMEX, OKX).
     #[default]
@@ -25,7 +25,7 @@ pub enum FundingNotional {
 }
 
 /// Funding configuration of a market.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FundingConfig {
     /// Time between settlements.
     pub interval_ms: u64,
@@ -92,7 +92,7 @@ pub fn dydx_funding_cap(
 }
 
 /// Running sums of the premium samples of the current interval; no storage per sample.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct PremiumSamples {
     count: i64,
     sum: i128,
@@ -124,7 +124,7 @@ impl PremiumSamples {
 }
 
 /// Funding payments of one settlement: who paid, who received, at which rate and price.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FundingSettlement {
     /// The market.
     pub market: MarketId,

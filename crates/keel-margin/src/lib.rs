@@ -1,5 +1,6 @@
 //! Keel's margin system: accounts, collateral with haircuts, positions, risk-limit tiers, initial
-//! and maintenance margin, liquidation and bankruptcy prices, mark price and funding.
+//! and maintenance margin, liquidation and bankruptcy prices, mark price and funding, and the maintenance index that finds
+//! the accounts a mark move has pushed below maintenance without scanning the others.
 //!
 //! Everything on the hot path is integer arithmetic on the shared fixed-point types: prices in
 //! ticks, quantities in lots, money in millionths of the settlement asset, and rates in parts per
@@ -19,6 +20,7 @@ mod collateral;
 mod error;
 mod funding;
 mod liquidation;
+mod maintenance;
 mod mark;
 mod market;
 mod position;
@@ -39,6 +41,7 @@ pub use funding::{
     FundingConfig, FundingNotional, FundingSettlement, PremiumAveraging, distribute_funding,
     dydx_funding_cap, funding_rate, premium_index,
 };
+pub use maintenance::{HeatmapBucket, LiquidationTarget, MarginCall};
 pub use mark::{MarkConfig, MarkInputs, MarkMethod, funding_basis_price, mark_price, median3};
 pub use market::{MAX_POSITION_NOTIONAL, MarginBasis, MarketConfig};
 pub use position::{MarginMode, OpenOrders, Position};

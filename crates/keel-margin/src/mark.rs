@@ -5,7 +5,7 @@ use crate::rate::{Rate, narrow};
 use keel_types::{ArithmeticError, Price};
 
 /// Which rule turns the index and the book into a mark price.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum MarkMethod {
     /// Binance USDⓈ-M: the median of (index × (1 + last funding rate × time to funding / interval),
     /// index + moving average of (impact mid − index), last trade price).
@@ -19,7 +19,7 @@ pub enum MarkMethod {
 }
 
 /// Mark-price configuration of a market.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MarkConfig {
     /// The rule.
     pub method: MarkMethod,
@@ -69,7 +69,7 @@ pub fn median3(a: Price, b: Price, c: Price) -> Price {
 
 /// A fixed-size window of book basis samples, `impact bid + impact ask − 2 × index`, in half ticks
 /// so that a mid between two ticks stays exact. Pre-sized: sampling never allocates.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct BasisWindow {
     samples: Vec<i64>,
     next: usize,

@@ -15,7 +15,7 @@ pub const MAX_POSITION_NOTIONAL: Money = Money(1_000_000_000_000_000_000);
 const MAX_FEE: Rate = Rate(Rate::SCALE / 10);
 
 /// Which notional initial and maintenance margin are computed on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum MarginBasis {
     /// Position value at the mark price (Binance, OKX, dYdX, Hyperliquid).
     #[default]
@@ -25,7 +25,7 @@ pub enum MarginBasis {
 }
 
 /// Everything the margin system needs to know about a market.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MarketConfig {
     /// The market.
     pub id: MarketId,
@@ -117,7 +117,7 @@ impl MarketConfig {
 }
 
 /// A configured market and its live prices.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Market {
     pub(crate) config: MarketConfig,
     /// Cached `grid.money_per_tick_lot()`: read on every position of every check.

@@ -7,7 +7,7 @@ use crate::tier::RiskTiers;
 use keel_types::{ArithmeticError, MarketId, Money, Price, Qty, Rounding, Side};
 
 /// Whether a position shares the account's equity or is fenced with its own margin.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum MarginMode {
     /// One equity shared by all cross positions of the account.
     #[default]
@@ -17,7 +17,7 @@ pub enum MarginMode {
 }
 
 /// Resting orders on one side of one market, as the engine registered them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct OpenOrders {
     /// Total open quantity.
     pub qty: Qty,
@@ -30,7 +30,7 @@ pub struct OpenOrders {
 /// The entry is kept as the exact cost basis (`cost`, the signed sum of fill notionals of the
 /// open part) rather than a rounded average price, so closing a whole position realizes exactly
 /// what was paid and received.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Position {
     pub(crate) market: MarketId,
     /// Index of the market in the clearinghouse: the hot path reaches the mark without a lookup.

@@ -11,7 +11,9 @@ use std::str::FromStr;
 ///
 /// 10^-8 is the precision venues publish funding rates in, and it represents every published
 /// maintenance rate, haircut and fee exactly.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct Rate(pub i64);
 
 impl Rate {
@@ -138,7 +140,7 @@ pub(crate) fn mul_div(a: i64, b: i64, den: i64, rounding: Rounding) -> Result<i6
 /// A positive divisor with its precomputed reciprocal: exact division by a run-time value (a
 /// leverage, an asset's unit) with a multiply instead of a `div`, which costs several times more
 /// and sits on the hot path once per position.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Divisor {
     d: u64,
     /// `floor((2^64 − 1) / d)`.

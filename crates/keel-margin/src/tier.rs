@@ -6,7 +6,7 @@ use crate::rate::{Rate, div_round};
 use keel_types::{ArithmeticError, Money, Rounding};
 
 /// One bracket as configured: where it starts, its maintenance rate and its leverage ceiling.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RiskTierSpec {
     /// The smallest position notional that falls in this tier (the first tier starts at zero).
     pub floor: Money,
@@ -17,7 +17,7 @@ pub struct RiskTierSpec {
 }
 
 /// A validated bracket with its maintenance amount ("cum" on Binance, "deduction" on Hyperliquid).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RiskTier {
     /// The smallest position notional that falls in this tier.
     pub floor: Money,
@@ -30,7 +30,7 @@ pub struct RiskTier {
 }
 
 /// A market's tier table, ascending by floor, with the largest notional any position may reach.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RiskTiers {
     tiers: Vec<RiskTier>,
     max_notional: Money,

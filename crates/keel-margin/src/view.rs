@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 /// `equity`, `initial_margin` and `maintenance_margin` cover the whole account (cross plus
 /// isolated positions); `available` and `margin_ratio` are those of the cross pool, which is what
 /// new orders draw on and what cross liquidation watches.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AccountView {
     /// The account.
     pub account: AccountId,
@@ -33,7 +33,7 @@ pub struct AccountView {
 }
 
 /// One position at the current mark.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PositionView {
     /// The market.
     pub market: MarketId,
@@ -67,4 +67,7 @@ pub struct PositionView {
     pub liquidation_price: Option<Price>,
     /// Mark at which the position's equity reaches zero.
     pub bankruptcy_price: Option<Price>,
+    /// Auto-deleveraging quantile, 1 (last in line) to 5 (first in line), as venues show it;
+    /// `None` from the margin crate alone, filled in by the liquidation crate's ADL ranking.
+    pub adl_quantile: Option<u8>,
 }

@@ -23,8 +23,15 @@ pub struct EngineFlowConfig {
     pub accounts: u32,
     /// Commands after the setup.
     pub commands: usize,
-    /// Settlement-asset deposit per account, in whole USD.
+    /// Settlement-asset deposit per account, in whole USD (small deposits make liquidations).
     pub deposit_usd: i64,
+    /// Every this many accounts one is funded a thousand times more (a market maker that keeps
+    /// quoting while thinly funded accounts are liquidated); 0 for none.
+    pub whale_every: u32,
+    /// Mean size of an index move, in ticks.
+    pub index_step_ticks: f64,
+    /// Probability that an index move is downwards (above one half: a falling market).
+    pub index_down_bias: f64,
     /// Seed: the same configuration gives the same stream.
     pub seed: u64,
 }
@@ -32,9 +39,21 @@ pub struct EngineFlowConfig {
 impl EngineFlowConfig {
     /// A flow of `commands` commands over `markets` markets and `accounts` accounts.
     pub fn new(markets: u32, accounts: u32, commands: usize) -> EngineFlowConfig {
-        EngineFlowConfig { markets, accounts, commands, deposit_usd: 1_000_000, seed: 0xC0FFEE }
+        EngineFlowConfig {
+            markets,
+            accounts,
+            commands,
+            deposit_usd: 1_000_000,
+            whale_every: 0,
+            index_step_ticks: 3.0,
+            index_down_bias: 0.5,
+            seed: 0xC0FFEE,
+        }
     }
 }
+
+/// Below this many live orders in a market, cancels and reprices turn into placements.
+const LIVE_FLOOR: usize = 200;
 
 /// A market's random-walk index price and its live orders.
 struct MarketFlow {
@@ -80,13 +99,14 @@ pub fn generate(config: &EngineFlowConfig) -> Vec<Sequenced> {
         let (mut spec, mid) =
             if m % 2 == 0 { (presets::btc_perp(id.0), 650_000) } else { (presets::eth_perp(id.0), 350_000) };
         spec.symbol = format!("{}-{}", spec.symbol, m + 1);
-        sim.emit(Command::CreateMarket(spec), time_ms);
+        sim.emit(Command::CreateMarket(Box::new(spec)), time_ms);
         markets.push(MarketFlow { id, mid, live: Vec::new(), slots: HashMap::new() });
     }
     for a in 0..config.accounts {
         let account = AccountId(a + 1);
         sim.emit(Command::OpenAccount { account }, time_ms);
-        let amount = config.deposit_usd * Money::SCALE;
+        let whale = config.whale_every != 0 && (a + 1) % config.whale_every == 0;
+        let amount = config.deposit_usd * Money::SCALE * if whale { 1_000 } else { 1 };
         sim.emit(Command::Deposit { account, asset: AssetId::SETTLEMENT, amount }, time_ms);
     }
     for market in &markets {
@@ -99,8 +119,12 @@ pub fn generate(config: &EngineFlowConfig) -> Vec<Sequenced> {
         time_ms += rng.below(3);
         let m = rng.below(u64::from(config.markets)) as usize;
         let account = AccountId(1 + rng.below(u64::from(config.accounts)) as u32);
-        let roll = rng.unit();
         let market = &mut markets[m];
+        let mut roll = rng.unit();
+        if (0.55..0.92).contains(&roll) && market.live.len() < LIVE_FLOOR {
+            // A thin book is quoted rather than pulled: the cancel or reprice becomes a placement.
+            roll *= 0.45 / 0.92;
+        }
         let command = if roll < 0.45 {
             let side = if rng.chance(0.5) { Side::Buy } else { Side::Sell };
             let offset = 1 + rng.exponential(10.0) as i64;
@@ -167,8 +191,9 @@ pub fn generate(config: &EngineFlowConfig) -> Vec<Sequenced> {
                 qty: order.qty,
             }
         } else if roll < 0.97 {
-            let step = rng.exponential(3.0) as i64;
-            market.mid = if rng.chance(0.5) { market.mid + step } else { (market.mid - step).max(1_000) };
+            let step = rng.exponential(config.index_step_ticks) as i64;
+            market.mid =
+                if rng.chance(config.index_down_bias) { (market.mid - step).max(1_000) } else { market.mid + step };
             Command::IndexPrice { market: market.id, price: Price(market.mid) }
         } else if roll < 0.98 {
             time_ms += 1_000;

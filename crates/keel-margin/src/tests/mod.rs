@@ -2,6 +2,7 @@
 //! clearinghouse (`behaviour`) and property tests (`props`).
 
 mod behaviour;
+mod maintenance;
 mod props;
 mod venues;
 

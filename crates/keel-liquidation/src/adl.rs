@@ -1,0 +1,237 @@
+//! Auto-deleveraging ranking: which opposing positions are closed first when a bankrupt close
+//! cannot be filled in the book and the fund cannot pay for it.
+//!
+//! Venues (Binance USDⓈ-M "ADL ranking", Bybit "auto-deleveraging") rank every position of a
+//! market side by
+//!
+//! ```text
+//! PnL% = unrealized PnL / |entry value|              effective leverage = |mark value| / equity
+//! score = PnL% × effective leverage   if PnL% > 0    (profitable: the most leveraged winners first)
+//! score = PnL% / effective leverage   otherwise      (losing positions after every winner)
+//! ```
+//!
+//! where equity is the account's cross equity (balance + collateral + cross unrealized PnL) for a
+//! cross position and the position's own margin plus unrealized PnL for an isolated one. Scores
+//! are fixed point with 10^8 = 1.0 (a 100% profit at 1x effective leverage), rounded down; a
+//! position whose pool has no positive equity ranks last. Ties go to the lower account id.
+//!
+//! **Kept incrementally.** Each market keeps its long and short positions in ordered sets keyed
+//! by score. Accounts that changed (the clearinghouse's change feed) are re-scored one by one,
+//! `O(positions × log n)` each. Scores also move with every mark, and the order at a mark is not
+//! the order at another, so before deleveraging in a market the ranking is re-scored in full
+//! *only if* some mark moved since its last full ranking: once per mark that needs ADL, not once
+//! per event, and every deleveraging step after that at the same marks costs `O(log n)`.
+//! The quantiles venues show (1–5) come from the thresholds of the last full ranking.
+
+use crate::LiquidationError;
+use keel_margin::{Clearinghouse, MarginMode, Position};
+use keel_types::{AccountId, MarketId, Money, Price};
+use serde::{Deserialize, Serialize};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Fixed-point scale of an ADL score: 10^8 is 1.0.
+pub const ADL_SCORE_SCALE: i128 = 100_000_000;
+
+/// The ADL score of a position (see the module documentation): `upnl`, the absolute entry value
+/// `entry_value`, the absolute mark value `mark_value` and the equity of its margin pool.
+pub fn adl_score(upnl: i128, entry_value: i128, mark_value: i128, equity: i128) -> i64 {
+    if equity <= 0 || entry_value <= 0 || mark_value <= 0 {
+        return i64::MIN;
+    }
+    // PnL% × leverage = upnl × mark value / (entry value × equity); PnL% / leverage = upnl ×
+    // equity / (entry value × mark value). One rounding when the products fit 128 bits; two
+    // (ratio first) for amounts near the 64-bit limits, saturating beyond.
+    let (factor, divisor) = if upnl > 0 { (mark_value, equity) } else { (equity, mark_value) };
+    let exact = upnl
+        .checked_mul(factor)
+        .and_then(|n| n.checked_mul(ADL_SCORE_SCALE))
+        .zip(entry_value.checked_mul(divisor))
+        .map(|(n, d)| n.div_euclid(d));
+    let score = exact.unwrap_or_else(|| {
+        let ratio = (upnl * ADL_SCORE_SCALE).div_euclid(entry_value);
+        let saturated = if upnl > 0 { i128::MAX } else { i128::MIN };
+        ratio.checked_mul(factor).map_or(saturated, |n| n.div_euclid(divisor))
+    });
+    score.clamp(i128::from(i64::MIN) + 1, i128::from(i64::MAX)) as i64
+}
+
+/// One market side in rank order, with the quantile thresholds of its last full ranking.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct SideRank {
+    order: BTreeSet<(Reverse<i64>, AccountId)>,
+    /// Lowest score still in the top 20%, 40%, 60%, 80% at the last full ranking.
+    thresholds: Vec<i64>,
+}
+
+impl SideRank {
+    fn recompute_thresholds(&mut self) {
+        self.thresholds.clear();
+        let n = self.order.len();
+        if n == 0 {
+            return;
+        }
+        // The last rank inside the top q/5 of the side, for q = 1..=4.
+        let last = (n * 4).div_ceil(5);
+        let scores: Vec<i64> = self.order.iter().take(last).map(|&(Reverse(s), _)| s).collect();
+        for q in 1..=4 {
+            self.thresholds.push(scores[(n * q).div_ceil(5) - 1]);
+        }
+    }
+
+    /// `None` before the side's first full ranking.
+    fn quantile(&self, score: i64) -> Option<u8> {
+        if self.thresholds.is_empty() {
+            return None;
+        }
+        // Thresholds descend: at or above all four is the top 20% (5), below all is the bottom (1).
+        let above = self.thresholds.iter().filter(|&&t| score >= t).count();
+        Some(above as u8 + 1)
+    }
+}
+
+/// The ranking of one market.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct MarketRank {
+    longs: SideRank,
+    shorts: SideRank,
+    /// Marks of every ranked market at the last full ranking.
+    ranked_at: Vec<(MarketId, Option<Price>)>,
+}
+
+impl MarketRank {
+    fn side(&mut self, long: bool) -> &mut SideRank {
+        if long { &mut self.longs } else { &mut self.shorts }
+    }
+}
+
+/// The ADL ranking of every market (see the module documentation).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdlRanking {
+    markets: BTreeMap<MarketId, MarketRank>,
+    /// Per account: its ranked positions as (market, long, score).
+    members: BTreeMap<AccountId, Vec<(MarketId, bool, i64)>>,
+    #[serde(skip)]
+    changed: Vec<AccountId>,
+}
+
+impl AdlRanking {
+    /// Re-scores the accounts the clearinghouse reports as changed since the last call.
+    pub fn sync(&mut self, ch: &mut Clearinghouse) -> Result<(), LiquidationError> {
+        let mut changed = std::mem::take(&mut self.changed);
+        changed.clear();
+        ch.drain_changed_accounts(&mut changed);
+        for &account in &changed {
+            self.rescore_account(ch, account)?;
+        }
+        self.changed = changed;
+        Ok(())
+    }
+
+    /// Removes an account's entries and ranks its open positions at the current marks.
+    pub fn rescore_account(
+        &mut self,
+        ch: &Clearinghouse,
+        account: AccountId,
+    ) -> Result<(), LiquidationError> {
+        if let Some(entries) = self.members.remove(&account) {
+            for (market, long, score) in entries {
+                if let Some(m) = self.markets.get_mut(&market) {
+                    m.side(long).order.remove(&(Reverse(score), account));
+                }
+            }
+        }
+        let Some(a) = ch.account(account) else { return Ok(()) };
+        if a.positions().iter().all(|p| p.size().0 == 0) {
+            return Ok(());
+        }
+        let cross_equity = if a.positions().iter().any(|p| p.mode() == MarginMode::Cross && p.size().0 != 0) {
+            match ch.margin_summary(account) {
+                Ok(s) => s.equity,
+                // A market without a mark cannot be valued yet; the account is ranked once it can.
+                Err(_) => return Ok(()),
+            }
+        } else {
+            Money::ZERO
+        };
+        let mut entries = Vec::new();
+        for p in a.positions() {
+            if p.size().0 == 0 {
+                continue;
+            }
+            let Ok(score) = position_score(ch, p, cross_equity) else { continue };
+            let long = p.size().0 > 0;
+            self.markets.entry(p.market()).or_default().side(long).order.insert((Reverse(score), account));
+            entries.push((p.market(), long, score));
+        }
+        if !entries.is_empty() {
+            self.members.insert(account, entries);
+        }
+        Ok(())
+    }
+
+    /// Re-scores every position of `market` if any ranked market's mark moved since its last
+    /// full ranking, and recomputes its quantile thresholds.
+    pub fn ensure_current(&mut self, ch: &Clearinghouse, market: MarketId) -> Result<(), LiquidationError> {
+        let marks: Vec<(MarketId, Option<Price>)> =
+            self.markets.keys().map(|&m| (m, ch.mark_price(m).ok())).collect();
+        let Some(rank) = self.markets.get(&market) else { return Ok(()) };
+        if rank.ranked_at == marks {
+            return Ok(());
+        }
+        let accounts: Vec<AccountId> =
+            rank.longs.order.iter().chain(rank.shorts.order.iter()).map(|e| e.1).collect();
+        for account in accounts {
+            self.rescore_account(ch, account)?;
+        }
+        if let Some(rank) = self.markets.get_mut(&market) {
+            rank.longs.recompute_thresholds();
+            rank.shorts.recompute_thresholds();
+            rank.ranked_at = marks;
+        }
+        Ok(())
+    }
+
+    /// The markets with ranked positions, ascending.
+    pub fn markets(&self) -> Vec<MarketId> {
+        self.markets.keys().copied().collect()
+    }
+
+    /// The first-ranked position on one side of a market, skipping `skip`.
+    pub fn first(&self, market: MarketId, long: bool, skip: AccountId) -> Option<AccountId> {
+        let rank = self.markets.get(&market)?;
+        let side = if long { &rank.longs } else { &rank.shorts };
+        side.order.iter().map(|e| e.1).find(|&a| a != skip)
+    }
+
+    /// One side of a market in rank order (first to be deleveraged first), with scores.
+    pub fn ranked(&self, market: MarketId, long: bool) -> Vec<(AccountId, i64)> {
+        match self.markets.get(&market) {
+            Some(rank) => {
+                let side = if long { &rank.longs } else { &rank.shorts };
+                side.order.iter().map(|&(Reverse(s), a)| (a, s)).collect()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// The ADL quantile (5: first in line, 1: last) of an account's position in `market`.
+    pub fn quantile(&self, account: AccountId, market: MarketId) -> Option<u8> {
+        let &(_, long, score) = self.members.get(&account)?.iter().find(|e| e.0 == market)?;
+        let rank = self.markets.get(&market)?;
+        if long { rank.longs.quantile(score) } else { rank.shorts.quantile(score) }
+    }
+}
+
+/// The score of one position at the current mark.
+fn position_score(ch: &Clearinghouse, p: &Position, cross_equity: Money) -> Result<i64, LiquidationError> {
+    let mark = ch.mark_price(p.market())?;
+    let k = ch.market(p.market())?.grid.money_per_tick_lot();
+    let value = i128::from(p.size().0) * i128::from(mark.0) * i128::from(k);
+    let upnl = value - i128::from(p.cost_basis().0);
+    let equity = match p.mode() {
+        MarginMode::Cross => i128::from(cross_equity.0),
+        MarginMode::Isolated => i128::from(p.isolated_margin().0) + upnl,
+    };
+    Ok(adl_score(upnl, i128::from(p.cost_basis().0).abs(), value.abs(), equity))
+}

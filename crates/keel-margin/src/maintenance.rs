@@ -1,0 +1,567 @@
+//! The maintenance index: open positions ordered, per market, by the mark at which they reach
+//! maintenance margin, so that a mark move touches only the accounts whose threshold it crossed.
+//!
+//! Per market there are two ordered maps, keyed by `(trigger price, account slot)`: longs are
+//! liquidatable when the mark falls to or below their trigger, shorts when it rises to or above
+//! it. A mark update therefore looks at the highest long trigger and the lowest short trigger and
+//! stops at the first one not crossed: `O(log n)` for a move that crosses nothing, plus
+//! `O(log n + positions of the account)` for every account it does cross.
+//!
+//! **Cross accounts with several positions.** The liquidation price of one cross position depends
+//! on the marks of the account's other markets, so an exact per-position price would go stale on
+//! every move elsewhere. The index instead splits the account's headroom `H = equity − maintenance`
+//! (at the marks of the last evaluation) between its cross positions, pro rata to their notional
+//! at mark, each share rounded down so the shares sum to at most `H`. Position `i`'s trigger is
+//! the mark at which *its own* contribution to `equity − maintenance` has fallen by its share
+//! `h_i`. While no trigger is crossed every position has lost less than its share, so the account
+//! has lost less than `H` and is still above maintenance: the index never misses a liquidation.
+//! When a trigger is crossed the account is evaluated exactly; if it is still above maintenance
+//! it is re-indexed with its current headroom split afresh. The cost is false alarms (an
+//! evaluation of `O(positions)` plus re-indexing of its `p` positions, `O(p log n)`) when one
+//! market uses up its share while others have not; a single-position account or an isolated
+//! position has the exact liquidation price as its trigger and never raises a false alarm.
+//!
+//! **What re-indexes an account.** Every change to its balance, collateral, positions or margin
+//! mode marks it dirty (`touch`, `O(1)`); dirty accounts are re-indexed in the next
+//! [`Clearinghouse::collect_margin_calls`]. A collateral reprice marks every holder; a funding
+//! settlement marks every holder of the market.
+//!
+//! An account found liquidatable leaves the index ("parked") until it is touched again: the
+//! liquidation queue owns it meanwhile and touches it when it lets go.
+
+use crate::MarginError;
+use crate::clearinghouse::{Account, Clearinghouse};
+use crate::liquidation::Solver;
+use crate::position::{MarginMode, abs, notional};
+use keel_types::{AccountId, MarketId, Money, Price, Qty, Side};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What a liquidation closes: an account's cross-margin pool, or one isolated position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum LiquidationTarget {
+    /// Every cross position of the account, which share one equity.
+    Cross,
+    /// The isolated position in this market, which stands on its own margin.
+    Isolated(MarketId),
+}
+
+/// An account (or isolated position) found at or below its maintenance margin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarginCall {
+    /// The account.
+    pub account: AccountId,
+    /// Its cross pool or one isolated position.
+    pub target: LiquidationTarget,
+    /// Equity of the target at the current marks.
+    pub equity: Money,
+    /// Maintenance margin of the target at the current marks.
+    pub maintenance_margin: Money,
+}
+
+/// The notional that would be liquidated if the mark reached a price bucket: the liquidation
+/// heatmap of one market.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeatmapBucket {
+    /// Lowest price of the bucket (ticks); the bucket spans `bucket_ticks` ticks from here.
+    pub price: Price,
+    /// Long size (lots) whose liquidation price lies in the bucket.
+    pub long_qty: Qty,
+    /// Its notional valued at each position's liquidation price.
+    pub long_notional: Money,
+    /// Short size (lots) whose liquidation price lies in the bucket.
+    pub short_qty: Qty,
+    /// Its notional valued at each position's liquidation price.
+    pub short_notional: Money,
+}
+
+/// What the index remembers of one indexed position, for the heatmap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Band {
+    /// Size in lots (absolute).
+    qty: i64,
+    /// The exact liquidation price with the account's other markets at their marks of the last
+    /// evaluation (equal to the trigger for single-position and isolated entries).
+    liquidation_price: i64,
+}
+
+/// One entry an account has in the index, so it can be removed without a search.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Entry {
+    market: u32,
+    long: bool,
+    trigger: i64,
+}
+
+/// The triggers of one market.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct MarketTriggers {
+    /// Liquidated when mark ≤ trigger: the highest key is the first to be crossed.
+    longs: BTreeMap<(i64, u32), Band>,
+    /// Liquidated when mark ≥ trigger: the lowest key is the first to be crossed.
+    shorts: BTreeMap<(i64, u32), Band>,
+}
+
+impl MarketTriggers {
+    fn side(&mut self, long: bool) -> &mut BTreeMap<(i64, u32), Band> {
+        if long { &mut self.longs } else { &mut self.shorts }
+    }
+}
+
+/// The maintenance index of a clearinghouse (see the module documentation).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct MaintenanceIndex {
+    /// Per market slot.
+    markets: Vec<MarketTriggers>,
+    /// Per account slot: its entries.
+    entries: Vec<Vec<Entry>>,
+    /// Accounts to re-index, each once.
+    dirty: Vec<u32>,
+    is_dirty: Vec<bool>,
+    /// Accounts changed since the last [`Clearinghouse::drain_changed_accounts`], each once: a
+    /// feed for rankings kept outside this crate (auto-deleveraging).
+    changed: Vec<u32>,
+    is_changed: Vec<bool>,
+    /// Accounts evaluated in the current collection pass (scratch, always empty between calls).
+    #[serde(skip)]
+    evaluated: Vec<u32>,
+    #[serde(skip)]
+    is_evaluated: Vec<bool>,
+}
+
+impl MaintenanceIndex {
+    /// Room for one more market.
+    pub(crate) fn add_market(&mut self) {
+        self.markets.push(MarketTriggers::default());
+    }
+
+    /// Room for one more account.
+    pub(crate) fn add_account(&mut self) {
+        self.entries.push(Vec::new());
+        self.is_dirty.push(false);
+        self.is_changed.push(false);
+    }
+
+    /// Marks an account for re-indexing; `O(1)`, called by every change to the account.
+    #[inline]
+    pub(crate) fn touch(&mut self, acc: usize) {
+        if let Some(flag) = self.is_dirty.get_mut(acc) {
+            if !*flag {
+                *flag = true;
+                self.dirty.push(acc as u32);
+            }
+        }
+        if let Some(flag) = self.is_changed.get_mut(acc) {
+            if !*flag {
+                *flag = true;
+                self.changed.push(acc as u32);
+            }
+        }
+    }
+
+    fn remove_entries(&mut self, acc: usize) {
+        for e in self.entries[acc].drain(..) {
+            self.markets[e.market as usize].side(e.long).remove(&(e.trigger, acc as u32));
+        }
+    }
+
+    fn insert(&mut self, acc: usize, entry: Entry, band: Band) {
+        self.markets[entry.market as usize].side(entry.long).insert((entry.trigger, acc as u32), band);
+        self.entries[acc].push(entry);
+    }
+
+    fn mark_evaluated(&mut self, acc: usize) -> bool {
+        if self.is_evaluated.len() < self.entries.len() {
+            self.is_evaluated.resize(self.entries.len(), false);
+        }
+        if self.is_evaluated[acc] {
+            return false;
+        }
+        self.is_evaluated[acc] = true;
+        self.evaluated.push(acc as u32);
+        true
+    }
+
+    fn clear_evaluated(&mut self) {
+        for acc in self.evaluated.drain(..) {
+            self.is_evaluated[acc as usize] = false;
+        }
+    }
+
+    /// The first crossed entry of a market at `mark`, if any: the highest long trigger at or
+    /// above the mark, else the lowest short trigger at or below it.
+    fn first_crossed(&self, market: usize, mark: i64) -> Option<(bool, i64, u32)> {
+        let m = &self.markets[market];
+        if let Some((&(trigger, acc), _)) = m.longs.last_key_value() {
+            if mark <= trigger {
+                return Some((true, trigger, acc));
+            }
+        }
+        if let Some((&(trigger, acc), _)) = m.shorts.first_key_value() {
+            if mark >= trigger {
+                return Some((false, trigger, acc));
+            }
+        }
+        None
+    }
+}
+
+/// A position's contribution to `equity − maintenance` and what the index needs to place it.
+struct Indexed {
+    market: u32,
+    long: bool,
+    trigger: Option<i64>,
+    liquidation_price: Option<i64>,
+    qty: i64,
+}
+
+impl Clearinghouse {
+    /// Marks an account for re-indexing, e.g. when the liquidation queue lets go of an account it
+    /// held (an account found liquidatable leaves the index until it is touched).
+    pub fn touch_account(&mut self, account: AccountId) -> Result<(), MarginError> {
+        let acc = self.account_index(account)?;
+        self.index.touch(acc);
+        Ok(())
+    }
+
+    /// Appends the accounts changed since the last call (each once, in the order they first
+    /// changed) and forgets them: the feed an incremental ranking outside this crate follows.
+    pub fn drain_changed_accounts(&mut self, out: &mut Vec<AccountId>) {
+        for acc in self.index.changed.drain(..) {
+            self.index.is_changed[acc as usize] = false;
+            out.push(self.accounts[acc as usize].id);
+        }
+    }
+
+    /// Re-indexes the accounts changed since the last call, then finds every account whose
+    /// trigger the current marks have crossed, evaluates it exactly, and appends a
+    /// [`MarginCall`] for each cross pool or isolated position at or below maintenance.
+    ///
+    /// Call it after marks move (and after any command that changed accounts). Accounts it
+    /// reports leave the index until touched again. Cost: `O(log n)` per market when nothing is
+    /// crossed, plus the accounts actually re-indexed or crossed.
+    pub fn collect_margin_calls(&mut self, out: &mut Vec<MarginCall>) -> Result<(), MarginError> {
+        let dirty = std::mem::take(&mut self.index.dirty);
+        let mut retry = Vec::new();
+        for &acc in &dirty {
+            let acc = acc as usize;
+            self.index.is_dirty[acc] = false;
+            self.index.mark_evaluated(acc);
+            if self.evaluate(acc, out).is_err() {
+                // Not evaluable now (a market without a mark yet): keep it dirty, retry later.
+                retry.push(acc);
+            }
+        }
+        for acc in retry {
+            self.index.touch(acc);
+        }
+        // Hand the buffer back so steady-state collection does not allocate.
+        let mut dirty = dirty;
+        dirty.clear();
+        if self.index.dirty.is_empty() {
+            self.index.dirty = dirty;
+        }
+
+        let mut deferred: Vec<(usize, bool, i64, u32, Band)> = Vec::new();
+        for slot in 0..self.markets.len() {
+            let Some(mark) = self.markets[slot].mark else { continue };
+            while let Some((long, trigger, acc)) = self.index.first_crossed(slot, mark.0) {
+                if self.index.mark_evaluated(acc as usize) {
+                    if self.evaluate(acc as usize, out).is_err() {
+                        self.index.touch(acc as usize);
+                    }
+                } else {
+                    // Evaluated in this pass already and still not liquidatable, yet its trigger
+                    // sits at the mark (a headroom share rounded to nothing): look again next call.
+                    let side = self.index.markets[slot].side(long);
+                    if let Some(band) = side.remove(&(trigger, acc)) {
+                        deferred.push((slot, long, trigger, acc, band));
+                    }
+                }
+            }
+            for (slot, long, trigger, acc, band) in deferred.drain(..) {
+                self.index.markets[slot].side(long).insert((trigger, acc), band);
+            }
+        }
+        self.index.clear_evaluated();
+        Ok(())
+    }
+
+    /// Re-evaluates one account: removes its entries, reports its liquidatable targets and
+    /// indexes the rest. On error the account is left out of the index (the caller keeps it dirty).
+    fn evaluate(&mut self, acc: usize, out: &mut Vec<MarginCall>) -> Result<(), MarginError> {
+        self.index.remove_entries(acc);
+        let mark_len = out.len();
+        let mut placed: Vec<Indexed> = Vec::new();
+        let result = self.plan_account(acc, out, &mut placed);
+        if let Err(e) = result {
+            out.truncate(mark_len);
+            return Err(e);
+        }
+        for p in placed {
+            if let (Some(trigger), Some(lp)) = (p.trigger, p.liquidation_price) {
+                let entry = Entry { market: p.market, long: p.long, trigger };
+                self.index.insert(acc, entry, Band { qty: p.qty, liquidation_price: lp });
+            }
+        }
+        Ok(())
+    }
+
+    /// The margin calls and index entries of one account, computed without changing anything.
+    fn plan_account(
+        &self,
+        acc: usize,
+        out: &mut Vec<MarginCall>,
+        placed: &mut Vec<Indexed>,
+    ) -> Result<(), MarginError> {
+        let a = &self.accounts[acc];
+        let cross_count = a.positions.iter().filter(|p| p.mode == MarginMode::Cross && p.size.0 != 0).count();
+        if cross_count > 0 {
+            let s = self.summary_at(acc, None)?;
+            if s.liquidatable() {
+                out.push(MarginCall {
+                    account: a.id,
+                    target: LiquidationTarget::Cross,
+                    equity: s.equity,
+                    maintenance_margin: s.maintenance_margin,
+                });
+            } else {
+                let headroom = i128::from(s.equity.0) - i128::from(s.maintenance_margin.0);
+                let mut total_notional: i128 = 0;
+                for p in a.positions.iter().filter(|p| p.mode == MarginMode::Cross && p.size.0 != 0) {
+                    let m = &self.markets[p.slot as usize];
+                    total_notional += i128::from(abs(notional(m.mark()?, p.size.0, m.k)?)?);
+                }
+                for (idx, p) in a.positions.iter().enumerate() {
+                    if p.mode != MarginMode::Cross || p.size.0 == 0 {
+                        continue;
+                    }
+                    let m = &self.markets[p.slot as usize];
+                    let mark = m.mark()?;
+                    let own_notional = i128::from(abs(notional(mark, p.size.0, m.k)?)?);
+                    let share = if cross_count == 1 || total_notional == 0 {
+                        headroom
+                    } else {
+                        headroom * own_notional / total_notional
+                    };
+                    let (upnl, margin_notional) = p.valuation(mark, m.k, m.config.basis)?;
+                    let own_mm = p.maintenance_margin(margin_notional, &m.config.tiers)?;
+                    // Trigger: where this position's `uPnL − MM` has fallen by its share.
+                    let band = Solver {
+                        size: p.size.0,
+                        cost: p.cost.0,
+                        k: m.k,
+                        backing: share - i128::from(upnl.0) + i128::from(own_mm.0),
+                        other_maintenance: 0,
+                        tiers: &m.config.tiers,
+                        basis: m.config.basis,
+                        max_price: m.config.max_price.0,
+                    };
+                    let trigger = band.liquidation_price()?.map(|p| p.0);
+                    let liquidation_price = if cross_count == 1 {
+                        trigger
+                    } else {
+                        match self.solver(acc, idx)? {
+                            Some(exact) => exact.liquidation_price()?.map(|p| p.0),
+                            None => None,
+                        }
+                    };
+                    placed.push(Indexed {
+                        market: p.slot,
+                        long: p.size.0 > 0,
+                        trigger,
+                        // A position whose own price cannot liquidate it alone still shows in
+                        // the heatmap at its trigger, the earliest mark that may liquidate it.
+                        liquidation_price: liquidation_price.or(trigger),
+                        qty: abs(p.size.0)?,
+                    });
+                }
+            }
+        }
+        for (idx, p) in a.positions.iter().enumerate() {
+            if p.mode != MarginMode::Isolated || p.size.0 == 0 {
+                continue;
+            }
+            let m = &self.markets[p.slot as usize];
+            let mark = m.mark()?;
+            let (upnl, margin_notional) = p.valuation(mark, m.k, m.config.basis)?;
+            let equity = p.isolated_margin.checked_add(upnl)?;
+            let mm = p.maintenance_margin(margin_notional, &m.config.tiers)?;
+            if mm.is_positive() && equity <= mm {
+                out.push(MarginCall {
+                    account: a.id,
+                    target: LiquidationTarget::Isolated(p.market),
+                    equity,
+                    maintenance_margin: mm,
+                });
+                continue;
+            }
+            let lp = match self.solver(acc, idx)? {
+                Some(s) => s.liquidation_price()?.map(|p| p.0),
+                None => None,
+            };
+            placed.push(Indexed {
+                market: p.slot,
+                long: p.size.0 > 0,
+                trigger: lp,
+                liquidation_price: lp,
+                qty: abs(p.size.0)?,
+            });
+        }
+        Ok(())
+    }
+
+    /// Number of positions currently in the maintenance index.
+    pub fn indexed_positions(&self) -> usize {
+        self.index.markets.iter().map(|m| m.longs.len() + m.shorts.len()).sum()
+    }
+
+    /// The nearest triggers of a market: the highest long trigger (a mark at or below it touches
+    /// an account) and the lowest short trigger (a mark at or above it touches one).
+    pub fn maintenance_triggers(
+        &self,
+        market: MarketId,
+    ) -> Result<(Option<Price>, Option<Price>), MarginError> {
+        let m = &self.index.markets[self.slot(market)?];
+        Ok((
+            m.longs.last_key_value().map(|(&(t, _), _)| Price(t)),
+            m.shorts.first_key_value().map(|(&(t, _), _)| Price(t)),
+        ))
+    }
+
+    /// The liquidation heatmap of a market: indexed size and notional by liquidation price,
+    /// bucketed by `bucket_ticks`, ascending by price. Accounts already handed to the liquidation
+    /// queue are not included (they are being liquidated). `O(positions in the market)`.
+    pub fn liquidation_heatmap(
+        &self,
+        market: MarketId,
+        bucket_ticks: i64,
+    ) -> Result<Vec<HeatmapBucket>, MarginError> {
+        if bucket_ticks <= 0 {
+            return Err(MarginError::NotPositive("heatmap bucket width"));
+        }
+        let slot = self.slot(market)?;
+        let k = self.markets[slot].k;
+        let m = &self.index.markets[slot];
+        let mut buckets: BTreeMap<i64, HeatmapBucket> = BTreeMap::new();
+        for (long, side) in [(true, &m.longs), (false, &m.shorts)] {
+            for band in side.values() {
+                let low = band.liquidation_price.div_euclid(bucket_ticks) * bucket_ticks;
+                let b = buckets.entry(low).or_insert(HeatmapBucket {
+                    price: Price(low),
+                    long_qty: Qty::ZERO,
+                    long_notional: Money::ZERO,
+                    short_qty: Qty::ZERO,
+                    short_notional: Money::ZERO,
+                });
+                let n = Money(notional(Price(band.liquidation_price), band.qty, k)?);
+                if long {
+                    b.long_qty = b.long_qty.checked_add(Qty(band.qty))?;
+                    b.long_notional = b.long_notional.checked_add(n)?;
+                } else {
+                    b.short_qty = b.short_qty.checked_add(Qty(band.qty))?;
+                    b.short_notional = b.short_notional.checked_add(n)?;
+                }
+            }
+        }
+        Ok(buckets.into_values().collect())
+    }
+
+    /// The indexed notional (at each position's liquidation price) that a mark of `price` would
+    /// liquidate: longs whose liquidation price is at or above it, shorts at or below it. The
+    /// ordered index answers it with a range walk over the positions it counts.
+    pub fn notional_liquidated_at(&self, market: MarketId, price: Price) -> Result<Money, MarginError> {
+        let slot = self.slot(market)?;
+        let k = self.markets[slot].k;
+        let m = &self.index.markets[slot];
+        let mut total = Money::ZERO;
+        // Triggers never lie beyond the exact liquidation price in the liquidating direction, so
+        // a range on the trigger finds every candidate; the exact price then decides.
+        for band in m.longs.range((price.0, 0)..).map(|(_, b)| b) {
+            if band.liquidation_price >= price.0 {
+                total = total.checked_add(Money(notional(Price(band.liquidation_price), band.qty, k)?))?;
+            }
+        }
+        for band in m.shorts.range(..=(price.0, u32::MAX)).map(|(_, b)| b) {
+            if band.liquidation_price <= price.0 {
+                total = total.checked_add(Money(notional(Price(band.liquidation_price), band.qty, k)?))?;
+            }
+        }
+        Ok(total)
+    }
+
+    // ----- what-if evaluation for the liquidation engine -------------------------------------
+
+    /// Equity and maintenance margin of a liquidation target at the current marks.
+    pub fn target_margin(
+        &self,
+        account: AccountId,
+        target: LiquidationTarget,
+    ) -> Result<(Money, Money), MarginError> {
+        match target {
+            LiquidationTarget::Cross => {
+                let s = self.margin_summary(account)?;
+                Ok((s.equity, s.maintenance_margin))
+            }
+            LiquidationTarget::Isolated(market) => {
+                self.isolated_equity_at(account, market, self.mark_price(market)?)
+            }
+        }
+    }
+
+    /// True when the target is at or below maintenance (and has a maintenance requirement).
+    pub fn target_liquidatable(
+        &self,
+        account: AccountId,
+        target: LiquidationTarget,
+    ) -> Result<bool, MarginError> {
+        let (equity, mm) = self.target_margin(account, target)?;
+        Ok(mm.is_positive() && equity <= mm)
+    }
+
+    /// Equity and maintenance margin of the target's pool if `qty` lots of the position in
+    /// `market` were closed at the current mark and `fee` were charged: the test of whether a
+    /// partial liquidation (a risk-tier step-down) restores maintenance.
+    pub fn target_margin_after_close(
+        &self,
+        account: AccountId,
+        market: MarketId,
+        qty: Qty,
+        fee: Money,
+    ) -> Result<(Money, Money), MarginError> {
+        let acc = self.account_index(account)?;
+        let slot = self.slot(market)?;
+        let a = &self.accounts[acc];
+        let idx = a.position_index(slot as u32).ok_or(MarginError::NotPositive("position size"))?;
+        let m = &self.markets[slot];
+        let mark = m.mark()?;
+        let p = &a.positions[idx];
+        if p.size.0 == 0 || !qty.is_positive() || qty.0 > abs(p.size.0)? {
+            return Err(MarginError::NotPositive("closing quantity within the position"));
+        }
+        let side = if p.size.0 > 0 { Side::Sell } else { Side::Buy };
+        let effect = p.fill_effect(side, qty, mark, m.k)?;
+        let mut after: Account = a.clone();
+        after.balance = after
+            .balance
+            .checked_add(effect.realized)?
+            .checked_sub(fee)?
+            .checked_sub(effect.isolated_delta)?;
+        let q = &mut after.positions[idx];
+        q.size = effect.size;
+        q.cost = effect.cost;
+        q.isolated_margin = q.isolated_margin.checked_add(effect.isolated_delta)?;
+        match q.mode {
+            MarginMode::Cross => {
+                let s = self.summary_of(&after, None)?;
+                Ok((s.equity, s.maintenance_margin))
+            }
+            MarginMode::Isolated => {
+                // The fee is taken from the position's own margin in this what-if.
+                let (upnl, mn) = q.valuation(mark, m.k, m.config.basis)?;
+                let equity = q.isolated_margin.checked_add(upnl)?.checked_sub(fee)?;
+                Ok((equity, q.maintenance_margin(mn, &m.config.tiers)?))
+            }
+        }
+    }
+}
