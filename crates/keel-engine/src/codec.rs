@@ -19,8 +19,20 @@ pub struct DecodeError {
     pub detail: String,
 }
 
+/// Largest value the decoder accepts. Decoding untrusted bytes (a damaged journal, a fuzzer) must
+/// not let a forged length prefix make it allocate without bound.
+const DECODE_LIMIT: usize = 1 << 30;
+
 fn config() -> bincode::config::Configuration {
     bincode::config::standard()
+}
+
+fn decode_config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<DECODE_LIMIT>,
+> {
+    bincode::config::standard().with_limit::<DECODE_LIMIT>()
 }
 
 /// Appends the encoding of `value` to `out`.
@@ -38,7 +50,7 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// Decodes a whole value from `bytes`; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, DecodeError> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, config())
+    let (value, used) = bincode::serde::decode_from_slice(bytes, decode_config())
         .map_err(|error| DecodeError { what, detail: error.to_string() })?;
     if used != bytes.len() {
         return Err(DecodeError { what, detail: format!("{} trailing bytes", bytes.len() - used) });
