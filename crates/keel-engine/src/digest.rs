@@ -40,7 +40,7 @@ impl Engine {
     pub fn digest(&self) -> u64 {
         let mut h = Fnv::new();
         let mut buffer = Vec::with_capacity(4096);
-        h.value(&(self.last_seq, self.time_ms, self.next_order_id), &mut buffer);
+        h.value(&(self.last_seq, self.time_ms, self.next_order_id, self.next_adl_refresh_ms), &mut buffer);
         for market in &self.markets {
             h.value(&market.spec, &mut buffer);
             let book = &market.book;

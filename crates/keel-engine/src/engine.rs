@@ -12,6 +12,9 @@ use keel_types::{
 };
 use serde::{Deserialize, Serialize};
 
+/// How often (in engine time) a `Tick` refreshes the ADL quantiles shown in account views.
+pub const ADL_REFRESH_MS: u64 = 60_000;
+
 /// One listed market: its specification and its order book.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Market {
@@ -68,6 +71,8 @@ pub struct Engine {
     pub(crate) next_order_id: u64,
     pub(crate) time_ms: u64,
     pub(crate) last_seq: u64,
+    /// Engine time at which the next `Tick` refreshes the ADL quantiles.
+    pub(crate) next_adl_refresh_ms: u64,
     #[serde(skip)]
     scratch: Scratch,
 }
@@ -94,6 +99,7 @@ impl Engine {
             next_order_id: 1,
             time_ms: 0,
             last_seq: 0,
+            next_adl_refresh_ms: 0,
             scratch: Scratch {
                 book_events: Vec::with_capacity(1024),
                 liquidation_events: Vec::with_capacity(1024),
@@ -133,6 +139,11 @@ impl Engine {
     /// A market's order book.
     pub fn book(&self, market: MarketId) -> Option<&OrderBook> {
         self.markets.iter().find(|m| m.id() == market).map(|m| &m.book)
+    }
+
+    /// A market's listing (symbol, margin parameters, book limits).
+    pub fn market_spec(&self, market: MarketId) -> Option<&MarketSpec> {
+        self.markets.iter().find(|m| m.id() == market).map(|m| &m.spec)
     }
 
     /// The listed markets' ids, in listing order.
@@ -255,9 +266,13 @@ impl Engine {
             Command::SettleFunding { market } => self.settle_funding(*market, out),
             Command::Tick => {
                 self.settle_due_funding(out);
-                // Time passing is the display cadence of the ADL quantiles traders see.
-                if let Err(error) = self.liquidator.refresh_adl_ranking(&mut self.clearinghouse) {
-                    out.push(Event::Fault { message: format!("ADL ranking refresh failed: {error}") });
+                // The ADL quantiles traders see are refreshed on a cadence of engine time: a refresh
+                // after the marks moved rescores every position, which is too costly per command.
+                if self.time_ms >= self.next_adl_refresh_ms {
+                    self.next_adl_refresh_ms = self.time_ms.saturating_add(ADL_REFRESH_MS);
+                    if let Err(error) = self.liquidator.refresh_adl_ranking(&mut self.clearinghouse) {
+                        out.push(Event::Fault { message: format!("ADL ranking refresh failed: {error}") });
+                    }
                 }
                 Ok(())
             }

@@ -24,7 +24,7 @@ pub enum EngineError {
     #[error("order refused: {0}")]
     Book(RejectReason),
     /// The pre-trade margin check refused the order.
-    #[error("margin check failed: {0:?}")]
+    #[error("{}", describe_rejection(.0))]
     Margin(Rejection),
     /// A reduce-only order that would not reduce the position (or exceeds it).
     #[error("reduce-only order of {qty} lots would not reduce the position of {position} lots")]
@@ -44,7 +44,27 @@ pub enum EngineError {
 
 impl From<MarginError> for EngineError {
     fn from(error: MarginError) -> EngineError {
-        EngineError::MarginSystem(error)
+        // Unknown ids are the caller's mistake whichever part of the engine noticed them.
+        match error {
+            MarginError::UnknownAccount(account) => EngineError::UnknownAccount(account),
+            MarginError::UnknownMarket(market) => EngineError::UnknownMarket(market),
+            error => EngineError::MarginSystem(error),
+        }
+    }
+}
+
+/// The margin check's verdict in an operator's words.
+fn describe_rejection(rejection: &Rejection) -> String {
+    match rejection {
+        Rejection::InsufficientMargin { shortfall } => {
+            format!("insufficient margin: the account is short {shortfall} of initial margin and fees")
+        }
+        Rejection::RiskLimit { notional, max_notional } => format!(
+            "risk limit: the position could reach a notional of {notional}, above {max_notional} at this leverage"
+        ),
+        Rejection::PositionLimit { size, max } => {
+            format!("position limit: the position could reach {size} lots, above the market's {max}")
+        }
     }
 }
 

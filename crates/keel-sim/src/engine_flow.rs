@@ -116,7 +116,8 @@ pub fn generate(config: &EngineFlowConfig) -> Vec<Sequenced> {
     // Flow.
     let setup_len = sim.out.len();
     while sim.out.len() - setup_len < config.commands {
-        time_ms += rng.below(3);
+        // About a million commands per second of exchange time, as on a busy venue.
+        time_ms += u64::from(rng.below(1_000) == 0);
         let m = rng.below(u64::from(config.markets)) as usize;
         let account = AccountId(1 + rng.below(u64::from(config.accounts)) as u32);
         let market = &mut markets[m];
@@ -192,11 +193,13 @@ pub fn generate(config: &EngineFlowConfig) -> Vec<Sequenced> {
             }
         } else if roll < 0.97 {
             let step = rng.exponential(config.index_step_ticks) as i64;
-            market.mid =
-                if rng.chance(config.index_down_bias) { (market.mid - step).max(1_000) } else { market.mid + step };
+            market.mid = if rng.chance(config.index_down_bias) {
+                (market.mid - step).max(1_000)
+            } else {
+                market.mid + step
+            };
             Command::IndexPrice { market: market.id, price: Price(market.mid) }
-        } else if roll < 0.98 {
-            time_ms += 1_000;
+        } else if roll < 0.971 {
             Command::Tick
         } else {
             Command::Deposit { account, asset: AssetId::SETTLEMENT, amount: 1 + rng.below(1_000_000) as i64 }

@@ -10,5 +10,6 @@ pub mod engine_flow;
 pub mod flow;
 pub mod harness;
 mod rng;
+pub mod scenario;
 
 pub use rng::Rng;
