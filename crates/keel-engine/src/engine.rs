@@ -402,6 +402,14 @@ impl Engine {
             return Err(EngineError::UnknownOrder(amend.id));
         };
         let price = amend.price.unwrap_or(current.price);
+        if current.reduce_only && amend.qty > current.qty {
+            // A reduce-only order may grow only as far as the position it closes.
+            let position = self.position(account, market);
+            let closes = position.0.signum() == -current.side.sign();
+            if !closes || amend.qty.0 > position.0.abs() {
+                return Err(EngineError::ReduceOnly { qty: amend.qty, position });
+            }
+        }
         let grows = amend.qty > current.qty || price != current.price;
         if grows && !current.reduce_only && amend.qty.is_positive() {
             // Check the amended order as if it replaced the current one.

@@ -197,6 +197,12 @@ fn reduce_only_orders_shrink_with_the_position() {
     let resting: Vec<_> =
         h.engine.book(BTC).unwrap().account_orders(BOB).map(|o| (o.qty.0, o.reduce_only)).collect();
     assert_eq!(resting, vec![(400, true)]);
+    // Nor can it be amended back above the position.
+    let id = h.engine.book(BTC).unwrap().account_orders(BOB).next().unwrap().id;
+    assert_eq!(
+        h.refused(Command::Amend { account: BOB, market: BTC, id, price: None, qty: Qty(401) }),
+        ErrorCode::ReduceOnly
+    );
 }
 
 #[test]
