@@ -87,43 +87,8 @@ impl fmt::Display for Rate {
     }
 }
 
-/// `num / den` rounded as asked, for `i64`; `den` must be non-zero.
-#[inline]
-pub(crate) fn div_round(num: i64, den: i64, rounding: Rounding) -> Result<i64, ArithmeticError> {
-    if den == 0 {
-        return Err(ArithmeticError::DivisionByZero);
-    }
-    let quotient = num.checked_div(den).ok_or(ArithmeticError::Overflow)?;
-    let remainder = num % den;
-    if remainder == 0 {
-        return Ok(quotient);
-    }
-    // Truncation went towards zero; step once the other way when that is not the asked direction.
-    let exact_is_negative = (remainder < 0) != (den < 0);
-    Ok(match (rounding, exact_is_negative) {
-        (Rounding::Floor, true) => quotient - 1,
-        (Rounding::Ceil, false) => quotient + 1,
-        _ => quotient,
-    })
-}
-
-/// `num / den` rounded as asked, for `i128`.
-pub(crate) fn div_round_wide(num: i128, den: i128, rounding: Rounding) -> Result<i128, ArithmeticError> {
-    if den == 0 {
-        return Err(ArithmeticError::DivisionByZero);
-    }
-    let quotient = num.checked_div(den).ok_or(ArithmeticError::Overflow)?;
-    let remainder = num % den;
-    if remainder == 0 {
-        return Ok(quotient);
-    }
-    let exact_is_negative = (remainder < 0) != (den < 0);
-    Ok(match (rounding, exact_is_negative) {
-        (Rounding::Floor, true) => quotient - 1,
-        (Rounding::Ceil, false) => quotient + 1,
-        _ => quotient,
-    })
-}
+pub(crate) use keel_types::div_round_i64 as div_round;
+pub(crate) use keel_types::div_round_i128 as div_round_wide;
 
 /// `a × b / den` rounded as asked, exact for all inputs.
 ///

@@ -17,5 +17,5 @@ pub use decimal::Grid;
 pub use error::{ArithmeticError, ConversionError};
 pub use event::{BookEvent, CancelReason, RejectReason};
 pub use ids::{AccountId, MarketId, OrderId};
-pub use num::{Money, Price, Qty, Rounding};
+pub use num::{Money, Price, Qty, Rounding, div_round_i64, div_round_i128};
 pub use order::{Amend, NewOrder, OrderKind, Side, StopReference, StpMode, TimeInForce};

@@ -156,7 +156,7 @@ impl Money {
     ///
     /// This is how rates are applied: a maintenance rate of 0.5% is `mul_ratio(5, 1000, Ceil)`.
     pub fn mul_ratio(self, num: i64, den: i64, rounding: Rounding) -> Result<Money, ArithmeticError> {
-        div_round(i128::from(self.0) * i128::from(num), i128::from(den), rounding)
+        div_round_i128(i128::from(self.0) * i128::from(num), i128::from(den), rounding)
             .and_then(|v| i64::try_from(v).map(Money).map_err(|_| ArithmeticError::Overflow))
     }
 
@@ -173,24 +173,41 @@ impl Money {
     }
 }
 
-/// `num / den` in 128 bits, rounded towards negative or positive infinity.
-pub(crate) fn div_round(num: i128, den: i128, rounding: Rounding) -> Result<i128, ArithmeticError> {
-    if den == 0 {
-        return Err(ArithmeticError::DivisionByZero);
-    }
-    let quotient = num.checked_div(den).ok_or(ArithmeticError::Overflow)?;
-    let remainder = num % den;
-    if remainder == 0 {
-        return Ok(quotient);
-    }
-    // Truncation went towards zero; step once the other way when that is not the asked direction.
-    let exact_is_negative = (remainder < 0) != (den < 0);
-    Ok(match (rounding, exact_is_negative) {
-        (Rounding::Floor, true) => quotient - 1,
-        (Rounding::Ceil, false) => quotient + 1,
-        _ => quotient,
-    })
+macro_rules! rounded_division {
+    ($(#[$doc:meta])* $name:ident, $int:ty) => {
+        $(#[$doc])*
+        #[inline]
+        pub fn $name(num: $int, den: $int, rounding: Rounding) -> Result<$int, ArithmeticError> {
+            if den == 0 {
+                return Err(ArithmeticError::DivisionByZero);
+            }
+            let quotient = num.checked_div(den).ok_or(ArithmeticError::Overflow)?;
+            let remainder = num % den;
+            if remainder == 0 {
+                return Ok(quotient);
+            }
+            // Truncation went towards zero; step once the other way when that is not the asked
+            // direction.
+            let exact_is_negative = (remainder < 0) != (den < 0);
+            Ok(match (rounding, exact_is_negative) {
+                (Rounding::Floor, true) => quotient - 1,
+                (Rounding::Ceil, false) => quotient + 1,
+                _ => quotient,
+            })
+        }
+    };
 }
+
+rounded_division!(
+    /// `num / den` in 64 bits, rounded towards negative or positive infinity.
+    div_round_i64,
+    i64
+);
+rounded_division!(
+    /// `num / den` in 128 bits, rounded towards negative or positive infinity.
+    div_round_i128,
+    i128
+);
 
 impl fmt::Display for Money {
     /// Prints the amount with its six decimals, e.g. `-12.500000`.
