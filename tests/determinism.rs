@@ -98,7 +98,8 @@ fn the_same_commands_give_the_same_events_and_state_every_way_they_are_applied()
         let mut events = Vec::new();
         first.apply(command, &mut events);
         check_invariants(&first, &events, command.seq);
-        most_resting = most_resting.max(first.market_ids().map(|m| first.book(m).unwrap().resting_count()).sum());
+        most_resting =
+            most_resting.max(first.market_ids().map(|m| first.book(m).unwrap().resting_count()).sum());
         first_events.push(events);
         if command.seq % 1_000 == 0 {
             digests.push(first.digest());
@@ -108,7 +109,10 @@ fn the_same_commands_give_the_same_events_and_state_every_way_they_are_applied()
     assert!(fills > 1_000, "the stream should trade ({fills} settlements)");
     let liquidations = first_events.iter().flatten().filter(|e| matches!(e, Event::Liquidation(_))).count();
     assert!(liquidations > 10, "the stream should liquidate ({liquidations} liquidation events)");
-    assert!(most_resting > 100, "the books should fill up at some point ({most_resting} resting orders at most)");
+    assert!(
+        most_resting > 100,
+        "the books should fill up at some point ({most_resting} resting orders at most)"
+    );
 
     // Applied again: identical events and digests.
     let mut second = Engine::new();

@@ -51,6 +51,9 @@ pub(crate) struct AccountOrders {
     pub head: u32,
     pub tail: u32,
     pub count: u32,
+    /// How many of them are reduce-only, so the engine's reduce-only upkeep can skip the (many)
+    /// accounts that have none without walking their orders.
+    pub reduce_only: u32,
 }
 
 /// Where a live order id lives.
@@ -626,7 +629,7 @@ impl OrderBook {
         };
         let account_lists = &mut self.account_lists;
         let account_slot = *self.account_slots.entry(order.account).or_insert_with(|| {
-            account_lists.push(AccountOrders { head: NIL, tail: NIL, count: 0 });
+            account_lists.push(AccountOrders { head: NIL, tail: NIL, count: 0, reduce_only: 0 });
             (account_lists.len() - 1) as u32
         });
         let account_list = &mut self.account_lists[account_slot as usize];
@@ -656,6 +659,7 @@ impl OrderBook {
         }
         account_list.tail = slot;
         account_list.count += 1;
+        account_list.reduce_only += u32::from(order.reduce_only);
         // Link at the back of the level's queue.
         if level_tail == NIL {
             self.levels[level as usize].head = slot;
@@ -704,7 +708,9 @@ impl OrderBook {
         } else {
             self.orders[order.account_next as usize].account_prev = order.account_prev;
         }
-        self.account_lists[order.account_slot as usize].count -= 1;
+        let list = &mut self.account_lists[order.account_slot as usize];
+        list.count -= 1;
+        list.reduce_only -= u32::from(order.reduce_only);
         order
     }
 

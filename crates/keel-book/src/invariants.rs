@@ -80,9 +80,10 @@ impl OrderBook {
         let mut listed = 0usize;
         for (&account, &account_slot) in &self.account_slots {
             let list = self.account_lists.get(account_slot as usize).ok_or("account slot out of range")?;
-            let (mut prev, mut at, mut count) = (NIL, list.head, 0u32);
+            let (mut prev, mut at, mut count, mut reduce_only) = (NIL, list.head, 0u32, 0u32);
             while at != NIL {
                 let order = &self.orders[at as usize];
+                reduce_only += u32::from(order.reduce_only);
                 if order.account != account
                     || order.account_slot != account_slot
                     || order.account_prev != prev
@@ -93,7 +94,7 @@ impl OrderBook {
                 prev = at;
                 at = order.account_next;
             }
-            if prev != list.tail || count != list.count {
+            if prev != list.tail || count != list.count || reduce_only != list.reduce_only {
                 return Err(format!("account {account} list tail or count wrong"));
             }
             listed += count as usize;

@@ -209,6 +209,11 @@ impl OrderBook {
         })
     }
 
+    /// How many reduce-only orders `account` has resting (O(1)).
+    pub fn reduce_only_count(&self, account: AccountId) -> u32 {
+        self.account_slots.get(&account).map_or(0, |&slot| self.account_lists[slot as usize].reduce_only)
+    }
+
     /// The pending stop orders, in the order they were placed (and will trigger on one update).
     pub fn pending_stops(&self) -> impl Iterator<Item = NewOrder> + '_ {
         self.stops.iter().map(|stop| stop.order)

@@ -176,6 +176,14 @@ pub enum Command {
         /// Levels per side.
         levels: u32,
     },
+    /// Reports the market's liquidation heatmap: the notional that would be liquidated if the mark
+    /// reached each price bucket, from the maintenance index (changes nothing).
+    Heatmap {
+        /// The market.
+        market: MarketId,
+        /// Bucket width in ticks.
+        bucket_ticks: i64,
+    },
     /// Reports the state digest (changes nothing).
     Digest,
 }
@@ -183,6 +191,9 @@ pub enum Command {
 impl Command {
     /// True for commands that only report and never change state.
     pub fn is_query(&self) -> bool {
-        matches!(self, Command::AccountView { .. } | Command::Depth { .. } | Command::Digest)
+        matches!(
+            self,
+            Command::AccountView { .. } | Command::Depth { .. } | Command::Heatmap { .. } | Command::Digest
+        )
     }
 }

@@ -291,6 +291,12 @@ impl Engine {
                 out.push(Event::Depth { market: *market, bids: depth(Side::Buy), asks: depth(Side::Sell) });
                 Ok(())
             }
+            Command::Heatmap { market, bucket_ticks } => {
+                self.market_index(*market)?;
+                let buckets = self.clearinghouse.liquidation_heatmap(*market, *bucket_ticks)?;
+                out.push(Event::Heatmap { market: *market, buckets });
+                Ok(())
+            }
             Command::Digest => {
                 out.push(Event::Digest { digest: self.digest() });
                 Ok(())
@@ -616,6 +622,9 @@ impl Engine {
         let market = self.markets[index].id();
         for &(traded_market, account) in &traded {
             if traded_market != market {
+                continue;
+            }
+            if self.markets[index].book.reduce_only_count(account) == 0 {
                 continue;
             }
             let position = self.position(account, market);

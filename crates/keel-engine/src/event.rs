@@ -2,7 +2,7 @@
 
 use crate::error::ErrorCode;
 use keel_liquidation::LiquidationEvent;
-use keel_margin::{AccountView, AssetId, Liquidity, MarginMode, Rate};
+use keel_margin::{AccountView, AssetId, HeatmapBucket, Liquidity, MarginMode, Rate};
 use keel_types::{AccountId, BookEvent, MarketId, Money, OrderId, Price, Qty, Side};
 use serde::{Deserialize, Serialize};
 
@@ -141,6 +141,13 @@ pub enum Event {
         bids: Vec<(Price, Qty)>,
         /// Asks from the best up: (price, quantity).
         asks: Vec<(Price, Qty)>,
+    },
+    /// A market's liquidation heatmap, on request.
+    Heatmap {
+        /// The market.
+        market: MarketId,
+        /// Buckets from the lowest price up.
+        buckets: Vec<HeatmapBucket>,
     },
     /// The state digest, on request.
     Digest {

@@ -51,7 +51,7 @@ const COMMON_FIELDS: [&str; 3] = ["cmd", "at_ms", "note"];
 /// Every command name, for the error that lists them.
 const COMMANDS: &str = "create_market, add_asset, set_asset_price, open_account, deposit, withdraw, \
      set_leverage, set_margin_mode, place, cancel, amend, cancel_all, index, settle_funding, tick, advance, \
-     account, depth, digest";
+     account, depth, heatmap, digest";
 
 /// A malformed scenario line: where, which field, and what is wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -379,6 +379,13 @@ impl Parser {
                     None => DEFAULT_DEPTH_LEVELS,
                 };
                 parsed(Command::Depth { market, levels })
+            }
+            "heatmap" => {
+                f.allow(&["market", "bucket"])?;
+                let market = self.market(f, "market")?;
+                // The bucket width is a price distance, converted on the market's tick grid.
+                let bucket = price("bucket", f.req("bucket")?, &market.grid)?;
+                parsed(Command::Heatmap { market: market.id, bucket_ticks: bucket.0 })
             }
             "digest" => {
                 f.allow(&[])?;

@@ -1,0 +1,736 @@
+//! The dispatcher thread: reads every published outcome from the sequencer's ring, in order, and
+//! turns it into messages — acks and rejects for the session that asked, private notices for the
+//! accounts an event names (both sides of a fill), and market data for subscribers.
+//!
+//! It is the ring's only consumer and the only owner of the routing tables and the market-data
+//! views; sessions tell it about logons, requests and subscriptions through the control channel,
+//! always before the command concerned is submitted, and it drains that channel before routing
+//! each outcome — so it never meets an outcome it cannot attribute.
+
+use crate::codec::{LiquidationNotice, LiquidationStep, RejectCode, ServerMessage, channel};
+use crate::config::ServeConfig;
+use crate::depth::{DepthView, LevelChange};
+use crate::outbound::{Outbound, Push};
+use crate::server::{DISPATCHER_SESSION, OPERATOR_SESSION, Stats};
+use crossbeam::channel::{Receiver, Sender};
+use crossbeam::queue::ArrayQueue;
+use keel_engine::sequencer::{Backpressure, Published, Sequencer};
+use keel_engine::{Command, Event, PlaceOrder};
+use keel_liquidation::LiquidationEvent;
+use keel_margin::{HeatmapBucket, LiquidationTarget, Liquidity};
+use keel_types::{AccountId, BookEvent, MarketId, Money, OrderId, Price, Qty, Side};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// What a session's request was, for its ack.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum RequestKind {
+    /// A new order (its id comes from the engine).
+    Place(PlaceOrder),
+    /// A cancel or amend of this order.
+    Order(OrderId),
+    /// Anything else.
+    Other,
+}
+
+/// What sessions and the operator tell the dispatcher.
+pub(crate) enum Control {
+    /// A session logged on.
+    Register { session: u32, account: AccountId, out: Arc<Outbound> },
+    /// A session ended.
+    Unregister { session: u32 },
+    /// A request is about to be submitted under `tag`.
+    Pending { tag: u64, request: u64, kind: RequestKind },
+    /// A request under `tag` was not submitted after all.
+    Forget { tag: u64 },
+    /// Market-data subscription.
+    Subscribe { session: u32, market: MarketId, channels: u8 },
+    /// Market-data unsubscription.
+    Unsubscribe { session: u32, market: MarketId, channels: u8 },
+    /// An operator command is about to be submitted under `tag`; its events go to `reply`.
+    Operator { tag: u64, place: Option<PlaceOrder>, reply: Sender<Vec<Event>> },
+}
+
+struct SessionRoute {
+    account: AccountId,
+    out: Arc<Outbound>,
+}
+
+struct Pending {
+    session: u32,
+    request: u64,
+    kind: RequestKind,
+}
+
+/// What one of the dispatcher's own queries was for.
+enum Internal {
+    Depth(MarketId),
+    Heatmap,
+}
+
+struct MarketState {
+    depth: DepthView,
+    subscribers: Vec<(u32, u8)>,
+    depth_in_flight: bool,
+    money_per_tick_lot: i64,
+}
+
+/// Positions seen in one heatmap round: (market, size, liquidation price).
+#[derive(Default)]
+struct HeatmapRound {
+    outstanding: usize,
+    positions: Vec<(MarketId, Qty, Price)>,
+}
+
+/// How often depth is checked against the engine.
+const RESYNC_EVERY: Duration = Duration::from_secs(1);
+/// How often the heatmap is recomputed while someone watches it.
+const HEATMAP_EVERY: Duration = Duration::from_secs(1);
+/// Levels per side in a snapshot sent to a new subscriber.
+const SNAPSHOT_LEVELS: usize = crate::codec::MAX_SNAPSHOT_LEVELS;
+
+/// The dispatcher's state; runs on its own thread.
+pub(crate) struct Dispatcher {
+    sequencer: Arc<Sequencer>,
+    ring: Arc<ArrayQueue<Published>>,
+    control: Receiver<Control>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+    sessions: HashMap<u32, SessionRoute>,
+    by_account: HashMap<AccountId, Vec<u32>>,
+    pending: HashMap<u64, Pending>,
+    operator: HashMap<u64, (Option<PlaceOrder>, Sender<Vec<Event>>)>,
+    internal: HashMap<u64, Internal>,
+    next_internal: u32,
+    markets: BTreeMap<MarketId, MarketState>,
+    accounts: Vec<AccountId>,
+    heatmap_bucket_ticks: i64,
+    heatmap: HeatmapRound,
+    touched: Vec<u32>,
+    changes: Vec<LevelChange>,
+    last_seq: u64,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(
+        sequencer: Arc<Sequencer>,
+        control: Receiver<Control>,
+        stop: Arc<AtomicBool>,
+        stats: Arc<Stats>,
+        config: &ServeConfig,
+    ) -> Dispatcher {
+        let markets = config
+            .markets
+            .iter()
+            .filter_map(|m| {
+                let spec = crate::config::preset(&m.preset, m.id)?;
+                Some((
+                    MarketId(m.id),
+                    MarketState {
+                        depth: DepthView::default(),
+                        subscribers: Vec::new(),
+                        depth_in_flight: false,
+                        money_per_tick_lot: spec.margin.grid.money_per_tick_lot(),
+                    },
+                ))
+            })
+            .collect();
+        Dispatcher {
+            ring: sequencer.events(),
+            sequencer,
+            control,
+            stop,
+            stats,
+            sessions: HashMap::new(),
+            by_account: HashMap::new(),
+            pending: HashMap::new(),
+            operator: HashMap::new(),
+            internal: HashMap::new(),
+            next_internal: 0,
+            markets,
+            accounts: config.accounts.iter().map(|a| AccountId(a.id)).collect(),
+            heatmap_bucket_ticks: config.heatmap_bucket_ticks,
+            heatmap: HeatmapRound::default(),
+            touched: Vec::new(),
+            changes: Vec::new(),
+            last_seq: 0,
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        let mut idle = 0u32;
+        let mut next_resync = Instant::now();
+        let mut next_heatmap = Instant::now();
+        while !self.stop.load(Ordering::Relaxed) {
+            let mut worked = self.drain_control();
+            let mut batch = 0;
+            while let Some(published) = self.ring.pop() {
+                self.drain_control();
+                self.handle(published);
+                batch += 1;
+                if batch == 512 {
+                    break;
+                }
+            }
+            worked |= batch > 0;
+            self.wake_touched();
+            let now = Instant::now();
+            if now >= next_resync {
+                next_resync = now + RESYNC_EVERY;
+                let ids: Vec<MarketId> = self.markets.keys().copied().collect();
+                ids.into_iter().for_each(|m| self.query_depth(m));
+            } else {
+                let stale: Vec<MarketId> =
+                    self.markets.iter().filter(|(_, m)| m.depth.stale).map(|(id, _)| *id).collect();
+                stale.into_iter().for_each(|m| self.query_depth(m));
+            }
+            if now >= next_heatmap {
+                next_heatmap = now + HEATMAP_EVERY;
+                self.start_heatmap_round();
+            }
+            if worked {
+                idle = 0;
+            } else {
+                // Poll hard while traffic flows (latency), back off to sleeping when it stops
+                // (an idle exchange should not burn a core).
+                idle = idle.saturating_add(1);
+                if idle < 64 {
+                    std::hint::spin_loop();
+                } else if idle < 256 {
+                    std::thread::yield_now();
+                } else if idle < 20_000 {
+                    std::thread::sleep(Duration::from_micros(20));
+                } else {
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+            }
+        }
+    }
+
+    fn drain_control(&mut self) -> bool {
+        let mut any = false;
+        while let Ok(control) = self.control.try_recv() {
+            any = true;
+            match control {
+                Control::Register { session, account, out } => {
+                    self.sessions.insert(session, SessionRoute { account, out });
+                    self.by_account.entry(account).or_default().push(session);
+                    if !self.accounts.contains(&account) {
+                        self.accounts.push(account);
+                    }
+                }
+                Control::Unregister { session } => self.remove_session(session),
+                Control::Pending { tag, request, kind } => {
+                    self.pending.insert(tag, Pending { session: (tag >> 32) as u32, request, kind });
+                }
+                Control::Forget { tag } => {
+                    self.pending.remove(&tag);
+                }
+                Control::Subscribe { session, market, channels } => self.subscribe(session, market, channels),
+                Control::Unsubscribe { session, market, channels } => {
+                    if let Some(state) = self.markets.get_mut(&market) {
+                        for entry in state.subscribers.iter_mut().filter(|(s, _)| *s == session) {
+                            entry.1 &= !channels;
+                        }
+                        state.subscribers.retain(|(_, c)| *c != 0);
+                    }
+                }
+                Control::Operator { tag, place, reply } => {
+                    self.operator.insert(tag, (place, reply));
+                }
+            }
+        }
+        any
+    }
+
+    fn remove_session(&mut self, session: u32) {
+        if let Some(route) = self.sessions.remove(&session)
+            && let Some(list) = self.by_account.get_mut(&route.account)
+        {
+            list.retain(|s| *s != session);
+        }
+        for state in self.markets.values_mut() {
+            state.subscribers.retain(|(s, _)| *s != session);
+        }
+        self.pending.retain(|_, p| p.session != session);
+    }
+
+    fn subscribe(&mut self, session: u32, market: MarketId, channels: u8) {
+        let Some(state) = self.markets.get_mut(&market) else { return };
+        let previous = state.subscribers.iter().find(|(s, _)| *s == session).map_or(0, |e| e.1);
+        match state.subscribers.iter_mut().find(|(s, _)| *s == session) {
+            Some(entry) => entry.1 |= channels,
+            None => state.subscribers.push((session, channels)),
+        }
+        if channels & channel::DEPTH != 0 && previous & channel::DEPTH == 0 {
+            let (bids, asks) = state.depth.snapshot(SNAPSHOT_LEVELS);
+            let snapshot = ServerMessage::DepthSnapshot { market, seq: state.depth.seq(), bids, asks };
+            self.send(session, &snapshot);
+        }
+    }
+
+    /// Queues one message for a session; a session whose buffer overflows leaves the routes.
+    fn send(&mut self, session: u32, message: &ServerMessage) {
+        let Some(route) = self.sessions.get(&session) else { return };
+        match route.out.push(message) {
+            Push::Queued => self.touched.push(session),
+            Push::Overflowed => {
+                self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                self.remove_session(session);
+            }
+            Push::Closed => self.remove_session(session),
+        }
+    }
+
+    fn send_account(&mut self, account: AccountId, message: &ServerMessage) {
+        let Some(sessions) = self.by_account.get(&account) else { return };
+        if sessions.len() == 1 {
+            let session = sessions[0];
+            self.send(session, message);
+        } else {
+            for session in sessions.clone() {
+                self.send(session, message);
+            }
+        }
+    }
+
+    fn publish(&mut self, market: MarketId, channel_bit: u8, message: &ServerMessage) {
+        let Some(state) = self.markets.get(&market) else { return };
+        if state.subscribers.is_empty() {
+            return;
+        }
+        let targets: Vec<u32> =
+            state.subscribers.iter().filter(|(_, c)| c & channel_bit != 0).map(|(s, _)| *s).collect();
+        for session in targets {
+            self.send(session, message);
+        }
+    }
+
+    fn wake_touched(&mut self) {
+        self.touched.sort_unstable();
+        self.touched.dedup();
+        for session in self.touched.drain(..) {
+            if let Some(route) = self.sessions.get(&session) {
+                route.out.wake();
+            }
+        }
+    }
+
+    fn submit_internal(&mut self, command: Command, purpose: Internal) -> bool {
+        self.next_internal = self.next_internal.wrapping_add(1);
+        let tag = (u64::from(DISPATCHER_SESSION) << 32) | u64::from(self.next_internal);
+        if self.sequencer.submit(tag, command, Backpressure::Reject).is_ok() {
+            self.internal.insert(tag, purpose);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn query_depth(&mut self, market: MarketId) {
+        let in_flight = self.markets.get(&market).is_none_or(|m| m.depth_in_flight);
+        if !in_flight
+            && self.submit_internal(Command::Depth { market, levels: u32::MAX }, Internal::Depth(market))
+            && let Some(state) = self.markets.get_mut(&market)
+        {
+            state.depth_in_flight = true;
+        }
+    }
+
+    fn start_heatmap_round(&mut self) {
+        let watched =
+            self.markets.values().any(|m| m.subscribers.iter().any(|(_, c)| c & channel::HEATMAP != 0));
+        if !watched || self.heatmap.outstanding > 0 {
+            return;
+        }
+        self.heatmap.positions.clear();
+        for account in self.accounts.clone() {
+            if self.submit_internal(Command::AccountView { account }, Internal::Heatmap) {
+                self.heatmap.outstanding += 1;
+            }
+        }
+    }
+
+    fn finish_heatmap_round(&mut self) {
+        let bucket_ticks = self.heatmap_bucket_ticks;
+        let ids: Vec<MarketId> = self.markets.keys().copied().collect();
+        for market in ids {
+            let money_per_tick_lot = self.markets[&market].money_per_tick_lot;
+            let mut buckets: BTreeMap<i64, HeatmapBucket> = BTreeMap::new();
+            for &(m, size, price) in &self.heatmap.positions {
+                if m != market {
+                    continue;
+                }
+                let low = price.0.div_euclid(bucket_ticks) * bucket_ticks;
+                let bucket = buckets.entry(low).or_insert(HeatmapBucket {
+                    price: Price(low),
+                    long_qty: Qty::ZERO,
+                    long_notional: Money::ZERO,
+                    short_qty: Qty::ZERO,
+                    short_notional: Money::ZERO,
+                });
+                let lots = size.0.saturating_abs();
+                let notional = Money(price.0.saturating_mul(lots).saturating_mul(money_per_tick_lot));
+                if size.0 > 0 {
+                    bucket.long_qty = Qty(bucket.long_qty.0.saturating_add(lots));
+                    bucket.long_notional = Money(bucket.long_notional.0.saturating_add(notional.0));
+                } else {
+                    bucket.short_qty = Qty(bucket.short_qty.0.saturating_add(lots));
+                    bucket.short_notional = Money(bucket.short_notional.0.saturating_add(notional.0));
+                }
+            }
+            let buckets = buckets.into_values().take(crate::codec::MAX_HEATMAP_BUCKETS).collect();
+            self.publish(market, channel::HEATMAP, &ServerMessage::Heatmap { market, bucket_ticks, buckets });
+        }
+    }
+
+    // ----- one outcome -----
+
+    fn handle(&mut self, published: Published) {
+        if published.seq > self.last_seq + 1 && self.last_seq != 0 {
+            // The ring overwrote outcomes we never saw: depth must be rebuilt from the engine.
+            for state in self.markets.values_mut() {
+                state.depth.stale = true;
+            }
+        }
+        self.last_seq = self.last_seq.max(published.seq);
+        let session = (published.tag >> 32) as u32;
+        let mut place = None;
+        if session == DISPATCHER_SESSION {
+            if let Some(purpose) = self.internal.remove(&published.tag) {
+                self.handle_internal(purpose, &published.events);
+            }
+            return;
+        }
+        let mut reply = None;
+        if session == OPERATOR_SESSION {
+            if let Some((operator_place, sender)) = self.operator.remove(&published.tag) {
+                place = operator_place;
+                reply = Some(sender);
+            }
+        } else if let Some(pending) = self.pending.remove(&published.tag) {
+            if let RequestKind::Place(order) = pending.kind {
+                place = Some(order);
+            }
+            self.acknowledge(&pending, &published.events);
+        }
+        self.route(&published.events, place);
+        if let Some(reply) = reply {
+            let _ = reply.send(published.events);
+        }
+    }
+
+    fn handle_internal(&mut self, purpose: Internal, events: &[Event]) {
+        match purpose {
+            Internal::Depth(market) => {
+                if let Some(state) = self.markets.get_mut(&market) {
+                    state.depth_in_flight = false;
+                }
+                for event in events {
+                    if let Event::Depth { market, bids, asks } = event {
+                        let mut changes = std::mem::take(&mut self.changes);
+                        if let Some(state) = self.markets.get_mut(market) {
+                            state.depth.reconcile(bids, asks, &mut changes);
+                        }
+                        self.publish_changes(*market, &mut changes);
+                        self.changes = changes;
+                    }
+                }
+            }
+            Internal::Heatmap => {
+                for event in events {
+                    if let Event::AccountView(view) = event {
+                        for p in &view.positions {
+                            if let (true, Some(price)) = (p.size.0 != 0, p.liquidation_price) {
+                                self.heatmap.positions.push((p.market, p.size, price));
+                            }
+                        }
+                    }
+                }
+                self.heatmap.outstanding = self.heatmap.outstanding.saturating_sub(1);
+                if self.heatmap.outstanding == 0 {
+                    self.finish_heatmap_round();
+                }
+            }
+        }
+    }
+
+    /// The ack or reject for the session that asked, before any other message of the outcome.
+    fn acknowledge(&mut self, pending: &Pending, events: &[Event]) {
+        let message = match events.iter().find_map(|e| match e {
+            Event::Rejected { code, .. } => Some(*code),
+            _ => None,
+        }) {
+            Some(code) => ServerMessage::Reject { request: pending.request, code: RejectCode::Engine(code) },
+            None => {
+                let order = match pending.kind {
+                    RequestKind::Place(_) => events
+                        .iter()
+                        .find_map(|e| match e {
+                            Event::Book { event: BookEvent::Accepted { id, .. }, .. } => Some(*id),
+                            _ => None,
+                        })
+                        .unwrap_or_default(),
+                    RequestKind::Order(id) => id,
+                    RequestKind::Other => OrderId(0),
+                };
+                ServerMessage::Ack { request: pending.request, order }
+            }
+        };
+        self.send(pending.session, &message);
+        for event in events {
+            if let Event::AccountView(view) = event {
+                let update = ServerMessage::AccountUpdate {
+                    request: pending.request,
+                    balance: view.balance,
+                    equity: view.equity,
+                    available: view.available,
+                    initial_margin: view.initial_margin,
+                    maintenance_margin: view.maintenance_margin,
+                };
+                self.send(pending.session, &update);
+            }
+        }
+    }
+
+    /// Private notices and market data for every event of one outcome.
+    fn route(&mut self, events: &[Event], mut place: Option<PlaceOrder>) {
+        let mut changes = std::mem::take(&mut self.changes);
+        let mut touched_markets: Vec<MarketId> = Vec::new();
+        for event in events {
+            match event {
+                Event::Book { market, event } => {
+                    if let (BookEvent::Accepted { id, .. }, Some(order)) = (event, place.take())
+                        && let Some(state) = self.markets.get_mut(market)
+                    {
+                        state.depth.expect_order(*id, order.side, order.kind, order.qty);
+                    }
+                    self.book_event(*market, event, false, &mut changes, &mut touched_markets);
+                }
+                Event::Settled {
+                    market,
+                    account,
+                    order,
+                    side,
+                    price,
+                    qty,
+                    liquidity,
+                    realized_pnl,
+                    fee,
+                    position,
+                    balance,
+                } => {
+                    let fill = ServerMessage::Fill {
+                        market: *market,
+                        order: *order,
+                        side: *side,
+                        liquidity: *liquidity,
+                        price: *price,
+                        qty: *qty,
+                        fee: *fee,
+                        realized_pnl: *realized_pnl,
+                        position: *position,
+                        balance: *balance,
+                    };
+                    self.send_account(*account, &fill);
+                }
+                Event::Mark { market, index, mark } => {
+                    let message = ServerMessage::MarkPrice { market: *market, index: *index, mark: *mark };
+                    self.publish(*market, channel::PRICES, &message);
+                }
+                Event::Funding { market, rate, price, .. } => {
+                    let message = ServerMessage::Funding { market: *market, rate: *rate, price: *price };
+                    self.publish(*market, channel::PRICES, &message);
+                }
+                Event::Liquidation(event) => {
+                    self.liquidation_event(event, &mut changes, &mut touched_markets);
+                }
+                _ => {}
+            }
+        }
+        for market in touched_markets {
+            if let Some(state) = self.markets.get_mut(&market) {
+                state.depth.end_command(&mut changes);
+            }
+            self.publish_changes(market, &mut changes);
+        }
+        self.changes = changes;
+    }
+
+    fn book_event(
+        &mut self,
+        market: MarketId,
+        event: &BookEvent,
+        liquidation: bool,
+        changes: &mut Vec<LevelChange>,
+        touched_markets: &mut Vec<MarketId>,
+    ) {
+        if let Some(state) = self.markets.get_mut(&market) {
+            if !touched_markets.contains(&market) {
+                touched_markets.push(market);
+            }
+            state.depth.apply(event, changes);
+        }
+        // Level updates go out before the trade that caused them is reported as a print.
+        self.publish_changes(market, changes);
+        match *event {
+            BookEvent::Fill { maker, maker_account, taker_side, price, qty, .. } => {
+                let trade = ServerMessage::Trade { market, price, qty, taker_side, liquidation };
+                self.publish(market, channel::TRADES, &trade);
+                if liquidation {
+                    // The liquidator settles these itself, so no `Settled` event reaches the maker.
+                    let fill = ServerMessage::Fill {
+                        market,
+                        order: maker,
+                        side: taker_side.opposite(),
+                        liquidity: Liquidity::Maker,
+                        price,
+                        qty,
+                        fee: Money::ZERO,
+                        realized_pnl: Money::ZERO,
+                        position: Qty::ZERO,
+                        balance: Money::ZERO,
+                    };
+                    self.send_account(maker_account, &fill);
+                }
+            }
+            BookEvent::Cancelled { id, account, remaining, reason } => {
+                let message = ServerMessage::Cancelled { market, order: id, remaining, reason };
+                self.send_account(account, &message);
+            }
+            BookEvent::Amended { id, account, price, qty, priority_kept } => {
+                let message = ServerMessage::Amended { market, order: id, price, qty, priority_kept };
+                self.send_account(account, &message);
+            }
+            BookEvent::Triggered { id, account, reference_price } => {
+                let message = ServerMessage::Triggered { market, order: id, reference_price };
+                self.send_account(account, &message);
+            }
+            BookEvent::Accepted { .. } | BookEvent::Rejected { .. } => {}
+        }
+    }
+
+    fn liquidation_event(
+        &mut self,
+        event: &LiquidationEvent,
+        changes: &mut Vec<LevelChange>,
+        touched_markets: &mut Vec<MarketId>,
+    ) {
+        let blank = LiquidationNotice {
+            kind: LiquidationStep::MarginCall,
+            market: crate::codec::ALL_MARKETS,
+            side: Side::Buy,
+            order: OrderId(0),
+            price: Price(0),
+            qty: Qty(0),
+            amount_a: Money::ZERO,
+            amount_b: Money::ZERO,
+        };
+        let target_market = |target: &LiquidationTarget| match target {
+            LiquidationTarget::Cross => crate::codec::ALL_MARKETS,
+            LiquidationTarget::Isolated(market) => market.0,
+        };
+        match *event {
+            LiquidationEvent::Book { market, event } => {
+                self.book_event(market, &event, true, changes, touched_markets);
+            }
+            LiquidationEvent::MarginCall { account, target, equity, maintenance_margin } => {
+                let notice = LiquidationNotice {
+                    market: target_market(&target),
+                    amount_a: equity,
+                    amount_b: maintenance_margin,
+                    ..blank
+                };
+                self.send_account(account, &ServerMessage::Liquidation(notice));
+            }
+            LiquidationEvent::OrderCancelled { account, market, order, side, price, qty } => {
+                let notice = LiquidationNotice {
+                    kind: LiquidationStep::OrderCancelled,
+                    market: market.0,
+                    side,
+                    order,
+                    price,
+                    qty,
+                    ..blank
+                };
+                self.send_account(account, &ServerMessage::Liquidation(notice));
+            }
+            LiquidationEvent::Recovered { account, target } => {
+                let notice = LiquidationNotice {
+                    kind: LiquidationStep::Recovered,
+                    market: target_market(&target),
+                    ..blank
+                };
+                self.send_account(account, &ServerMessage::Liquidation(notice));
+            }
+            LiquidationEvent::LiquidationOrder {
+                account,
+                market,
+                order,
+                side,
+                qty,
+                limit,
+                bankruptcy_price,
+                ..
+            } => {
+                let notice = LiquidationNotice {
+                    kind: LiquidationStep::Order,
+                    market: market.0,
+                    side,
+                    order,
+                    price: limit,
+                    qty,
+                    amount_a: Money(bankruptcy_price.0),
+                    ..blank
+                };
+                self.send_account(account, &ServerMessage::Liquidation(notice));
+                let print = ServerMessage::LiquidationPrint { market, side, price: limit, qty };
+                self.publish(market, channel::LIQUIDATIONS, &print);
+            }
+            LiquidationEvent::LiquidationFill { account, market, order, price, qty, .. } => {
+                let notice = LiquidationNotice {
+                    kind: LiquidationStep::Fill,
+                    market: market.0,
+                    order,
+                    price,
+                    qty,
+                    ..blank
+                };
+                self.send_account(account, &ServerMessage::Liquidation(notice));
+            }
+            LiquidationEvent::Bankruptcy { account, target, fund_paid, adl_qty } => {
+                let notice = LiquidationNotice {
+                    kind: LiquidationStep::Bankruptcy,
+                    market: target_market(&target),
+                    qty: adl_qty,
+                    amount_a: fund_paid,
+                    ..blank
+                };
+                self.send_account(account, &ServerMessage::Liquidation(notice));
+            }
+            LiquidationEvent::Adl { market, liquidated, counterparty, side, qty, price } => {
+                let to_liquidated = ServerMessage::Adl { market, liquidated: true, side, price, qty };
+                self.send_account(liquidated, &to_liquidated);
+                let to_counterparty =
+                    ServerMessage::Adl { market, liquidated: false, side: side.opposite(), price, qty };
+                self.send_account(counterparty, &to_counterparty);
+            }
+            LiquidationEvent::FundFlow { .. } | LiquidationEvent::Waiting { .. } => {}
+        }
+    }
+
+    fn publish_changes(&mut self, market: MarketId, changes: &mut Vec<LevelChange>) {
+        for change in changes.drain(..) {
+            let message = ServerMessage::DepthUpdate {
+                market,
+                seq: change.seq,
+                side: change.side,
+                price: change.price,
+                qty: change.qty,
+            };
+            self.publish(market, channel::DEPTH, &message);
+        }
+    }
+}
