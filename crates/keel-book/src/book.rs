@@ -1,5 +1,6 @@
 //! The order book: resting orders in price-time priority, and the commands that change them.
 
+use crate::accounts::AccountIndex;
 use crate::config::BookConfig;
 use crate::hash::IdMap;
 use crate::ladder::{Ladder, NIL, Rung};
@@ -140,7 +141,7 @@ pub struct OrderBook {
     pub(crate) ids: IdMap<OrderId, Handle>,
     /// Account → index of its order list in `account_lists`. Entries are never removed, so the
     /// index a resting order records stays valid and unlinking it needs no hash lookup.
-    pub(crate) account_slots: IdMap<AccountId, u32>,
+    pub(crate) account_slots: AccountIndex,
     pub(crate) account_lists: Vec<AccountOrders>,
     pub(crate) stops: StopBook,
     pub(crate) last_trade: Option<Price>,
@@ -187,7 +188,7 @@ impl OrderBook {
             bids: Ladder::with_capacity(Side::Buy, config.level_capacity / 2),
             asks: Ladder::with_capacity(Side::Sell, config.level_capacity / 2),
             ids: IdMap::with_capacity_and_hasher(config.order_capacity, Default::default()),
-            account_slots: IdMap::with_capacity_and_hasher(config.account_capacity, Default::default()),
+            account_slots: AccountIndex::with_capacity(config.account_capacity),
             account_lists: Vec::with_capacity(config.account_capacity),
             stops: StopBook::with_capacity(config.order_capacity / 16),
             last_trade: None,
@@ -264,7 +265,7 @@ impl OrderBook {
         out: &mut Vec<BookEvent>,
     ) -> usize {
         let mut cancelled = 0;
-        if let Some(&account_slot) = self.account_slots.get(&account) {
+        if let Some(account_slot) = self.account_slots.get(account) {
             let mut at = self.account_lists[account_slot as usize].head;
             while at != NIL {
                 let next = self.orders[at as usize].account_next;
@@ -628,7 +629,7 @@ impl OrderBook {
             }
         };
         let account_lists = &mut self.account_lists;
-        let account_slot = *self.account_slots.entry(order.account).or_insert_with(|| {
+        let account_slot = self.account_slots.get_or_assign(order.account, || {
             account_lists.push(AccountOrders { head: NIL, tail: NIL, count: 0, reduce_only: 0 });
             (account_lists.len() - 1) as u32
         });

@@ -78,7 +78,7 @@ impl OrderBook {
             return Err("account index and account lists differ in size".into());
         }
         let mut listed = 0usize;
-        for (&account, &account_slot) in &self.account_slots {
+        for (account, account_slot) in self.account_slots.iter() {
             let list = self.account_lists.get(account_slot as usize).ok_or("account slot out of range")?;
             let (mut prev, mut at, mut count, mut reduce_only) = (NIL, list.head, 0u32, 0u32);
             while at != NIL {

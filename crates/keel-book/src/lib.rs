@@ -15,6 +15,7 @@
 //! Nothing allocates while the book stays within its configured capacities. The rules (validation
 //! order, self-trade prevention, stops, amend semantics) are specified in `docs/book.md`.
 
+mod accounts;
 mod book;
 mod config;
 #[cfg(any(test, feature = "reference"))]

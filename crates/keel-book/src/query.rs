@@ -199,7 +199,7 @@ impl OrderBook {
     /// The resting orders of `account`, in the order they came to rest.
     pub fn account_orders(&self, account: AccountId) -> impl Iterator<Item = OrderView> + '_ {
         let mut at =
-            self.account_slots.get(&account).map_or(NIL, |&slot| self.account_lists[slot as usize].head);
+            self.account_slots.get(account).map_or(NIL, |slot| self.account_lists[slot as usize].head);
         std::iter::from_fn(move || {
             (at != NIL).then(|| {
                 let view = self.view(at);
@@ -211,7 +211,7 @@ impl OrderBook {
 
     /// How many reduce-only orders `account` has resting (O(1)).
     pub fn reduce_only_count(&self, account: AccountId) -> u32 {
-        self.account_slots.get(&account).map_or(0, |&slot| self.account_lists[slot as usize].reduce_only)
+        self.account_slots.get(account).map_or(0, |slot| self.account_lists[slot as usize].reduce_only)
     }
 
     /// The pending stop orders, in the order they were placed (and will trigger on one update).
