@@ -1211,9 +1211,7 @@ impl Clearinghouse {
         account: AccountId,
         market: MarketId,
     ) -> Result<Option<Price>, MarginError> {
-        let acc = self.account_index(account)?;
-        let Some(idx) = self.accounts[acc].position_index(self.slot(market)? as u32) else { return Ok(None) };
-        match self.solver(acc, idx)? {
+        match self.position_solver(account, market)? {
             Some(s) => Ok(s.liquidation_price()?),
             None => Ok(None),
         }
@@ -1225,12 +1223,21 @@ impl Clearinghouse {
         account: AccountId,
         market: MarketId,
     ) -> Result<Option<Price>, MarginError> {
-        let acc = self.account_index(account)?;
-        let Some(idx) = self.accounts[acc].position_index(self.slot(market)? as u32) else { return Ok(None) };
-        match self.solver(acc, idx)? {
+        match self.position_solver(account, market)? {
             Some(s) => Ok(s.bankruptcy_price()?),
             None => Ok(None),
         }
+    }
+
+    /// The price solver of the account's position in `market`, if it has one.
+    fn position_solver(
+        &self,
+        account: AccountId,
+        market: MarketId,
+    ) -> Result<Option<Solver<'_>>, MarginError> {
+        let acc = self.account_index(account)?;
+        let Some(idx) = self.accounts[acc].position_index(self.slot(market)? as u32) else { return Ok(None) };
+        self.solver(acc, idx)
     }
 
     /// Everything a trader's position screen shows, per account and per position.
