@@ -279,6 +279,19 @@ fn a_falling_index_liquidates_a_leveraged_long_and_tells_it() {
         order.tif = TimeInForce::Ioc;
     }
     request(&mut long, buy).expect("long opened");
+    // The watcher's heatmap (from the engine's maintenance index) shows the new long in the
+    // bucket where it would be liquidated, a little below its 65,000 entry.
+    let heat = watcher
+        .receiver
+        .recv_until(WAIT, |m| match m {
+            ServerMessage::Heatmap { buckets, .. } if buckets.iter().any(|b| b.long_qty.0 == 1_000) => {
+                Some(buckets.clone())
+            }
+            _ => None,
+        })
+        .expect("a heatmap showing the long");
+    let bucket = heat.iter().find(|b| b.long_qty.0 == 1_000).expect("the long's bucket");
+    assert!((600_000..650_000).contains(&bucket.price.0), "{bucket:?}");
     // The market falls to 61,000: the maker requotes, a seller prints there, the index follows.
     request(&mut maker, ClientMessage::CancelAll { request: 2, market: None }).expect("cancel all");
     request(&mut maker, limit(3, Side::Buy, 610_000, 5_000)).expect("bid");

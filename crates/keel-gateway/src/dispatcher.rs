@@ -17,7 +17,7 @@ use crossbeam::queue::ArrayQueue;
 use keel_engine::sequencer::{Backpressure, Published, Sequencer};
 use keel_engine::{Command, Event, PlaceOrder};
 use keel_liquidation::LiquidationEvent;
-use keel_margin::{HeatmapBucket, LiquidationTarget, Liquidity};
+use keel_margin::{LiquidationTarget, Liquidity};
 use keel_types::{AccountId, BookEvent, MarketId, Money, OrderId, Price, Qty, Side};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -74,14 +74,6 @@ struct MarketState {
     depth: DepthView,
     subscribers: Vec<(u32, u8)>,
     depth_in_flight: bool,
-    money_per_tick_lot: i64,
-}
-
-/// Positions seen in one heatmap round: (market, size, liquidation price).
-#[derive(Default)]
-struct HeatmapRound {
-    outstanding: usize,
-    positions: Vec<(MarketId, Qty, Price)>,
 }
 
 /// How often depth is checked against the engine.
@@ -105,9 +97,7 @@ pub(crate) struct Dispatcher {
     internal: HashMap<u64, Internal>,
     next_internal: u32,
     markets: BTreeMap<MarketId, MarketState>,
-    accounts: Vec<AccountId>,
     heatmap_bucket_ticks: i64,
-    heatmap: HeatmapRound,
     touched: Vec<u32>,
     changes: Vec<LevelChange>,
     last_seq: u64,
@@ -125,14 +115,14 @@ impl Dispatcher {
             .markets
             .iter()
             .filter_map(|m| {
-                let spec = crate::config::preset(&m.preset, m.id)?;
+                // Only markets the configuration can list (a known preset) get a view.
+                crate::config::preset(&m.preset, m.id)?;
                 Some((
                     MarketId(m.id),
                     MarketState {
                         depth: DepthView::default(),
                         subscribers: Vec::new(),
                         depth_in_flight: false,
-                        money_per_tick_lot: spec.margin.grid.money_per_tick_lot(),
                     },
                 ))
             })
@@ -150,9 +140,7 @@ impl Dispatcher {
             internal: HashMap::new(),
             next_internal: 0,
             markets,
-            accounts: config.accounts.iter().map(|a| AccountId(a.id)).collect(),
             heatmap_bucket_ticks: config.heatmap_bucket_ticks,
-            heatmap: HeatmapRound::default(),
             touched: Vec::new(),
             changes: Vec::new(),
             last_seq: 0,
@@ -217,9 +205,6 @@ impl Dispatcher {
                 Control::Register { session, account, out } => {
                     self.sessions.insert(session, SessionRoute { account, out });
                     self.by_account.entry(account).or_default().push(session);
-                    if !self.accounts.contains(&account) {
-                        self.accounts.push(account);
-                    }
                 }
                 Control::Unregister { session } => self.remove_session(session),
                 Control::Pending { tag, request, kind } => {
@@ -339,50 +324,18 @@ impl Dispatcher {
         }
     }
 
+    /// Asks the engine for the heatmap of every market someone watches; the answer comes from the
+    /// maintenance index, so it costs the engine one pass over that market's indexed positions.
     fn start_heatmap_round(&mut self) {
-        let watched =
-            self.markets.values().any(|m| m.subscribers.iter().any(|(_, c)| c & channel::HEATMAP != 0));
-        if !watched || self.heatmap.outstanding > 0 {
-            return;
-        }
-        self.heatmap.positions.clear();
-        for account in self.accounts.clone() {
-            if self.submit_internal(Command::AccountView { account }, Internal::Heatmap) {
-                self.heatmap.outstanding += 1;
-            }
-        }
-    }
-
-    fn finish_heatmap_round(&mut self) {
         let bucket_ticks = self.heatmap_bucket_ticks;
-        let ids: Vec<MarketId> = self.markets.keys().copied().collect();
-        for market in ids {
-            let money_per_tick_lot = self.markets[&market].money_per_tick_lot;
-            let mut buckets: BTreeMap<i64, HeatmapBucket> = BTreeMap::new();
-            for &(m, size, price) in &self.heatmap.positions {
-                if m != market {
-                    continue;
-                }
-                let low = price.0.div_euclid(bucket_ticks) * bucket_ticks;
-                let bucket = buckets.entry(low).or_insert(HeatmapBucket {
-                    price: Price(low),
-                    long_qty: Qty::ZERO,
-                    long_notional: Money::ZERO,
-                    short_qty: Qty::ZERO,
-                    short_notional: Money::ZERO,
-                });
-                let lots = size.0.saturating_abs();
-                let notional = Money(price.0.saturating_mul(lots).saturating_mul(money_per_tick_lot));
-                if size.0 > 0 {
-                    bucket.long_qty = Qty(bucket.long_qty.0.saturating_add(lots));
-                    bucket.long_notional = Money(bucket.long_notional.0.saturating_add(notional.0));
-                } else {
-                    bucket.short_qty = Qty(bucket.short_qty.0.saturating_add(lots));
-                    bucket.short_notional = Money(bucket.short_notional.0.saturating_add(notional.0));
-                }
-            }
-            let buckets = buckets.into_values().take(crate::codec::MAX_HEATMAP_BUCKETS).collect();
-            self.publish(market, channel::HEATMAP, &ServerMessage::Heatmap { market, bucket_ticks, buckets });
+        let watched: Vec<MarketId> = self
+            .markets
+            .iter()
+            .filter(|(_, m)| m.subscribers.iter().any(|(_, c)| c & channel::HEATMAP != 0))
+            .map(|(id, _)| *id)
+            .collect();
+        for market in watched {
+            self.submit_internal(Command::Heatmap { market, bucket_ticks }, Internal::Heatmap);
         }
     }
 
@@ -441,17 +394,13 @@ impl Dispatcher {
             }
             Internal::Heatmap => {
                 for event in events {
-                    if let Event::AccountView(view) = event {
-                        for p in &view.positions {
-                            if let (true, Some(price)) = (p.size.0 != 0, p.liquidation_price) {
-                                self.heatmap.positions.push((p.market, p.size, price));
-                            }
-                        }
+                    if let Event::Heatmap { market, buckets } = event {
+                        let buckets =
+                            buckets.iter().copied().take(crate::codec::MAX_HEATMAP_BUCKETS).collect();
+                        let bucket_ticks = self.heatmap_bucket_ticks;
+                        let message = ServerMessage::Heatmap { market: *market, bucket_ticks, buckets };
+                        self.publish(*market, channel::HEATMAP, &message);
                     }
-                }
-                self.heatmap.outstanding = self.heatmap.outstanding.saturating_sub(1);
-                if self.heatmap.outstanding == 0 {
-                    self.finish_heatmap_round();
                 }
             }
         }
