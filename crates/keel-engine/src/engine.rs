@@ -4,8 +4,8 @@ use crate::command::{Command, MarketSpec, PlaceOrder, Sequenced};
 use crate::error::EngineError;
 use crate::event::Event;
 use keel_book::{IdMap, OrderBook};
-use keel_liquidation::{BookSet, LiquidationConfig, LiquidationEvent, Liquidator};
-use keel_margin::{Clearinghouse, Fill, Liquidity, OrderIntent, PreTrade};
+use keel_liquidation::{BookSet, LiquidationConfig, LiquidationEvent, Liquidator, settle_fill};
+use keel_margin::{Clearinghouse, OrderIntent, PreTrade};
 use keel_types::{
     AccountId, Amend, BookEvent, CancelReason, MarketId, NewOrder, OrderId, OrderKind, Price, Qty, Side,
     StopReference,
@@ -185,14 +185,7 @@ impl Engine {
             // engine's own record of reservations.
             if let LiquidationEvent::Book { event, .. } = event {
                 match *event {
-                    BookEvent::Fill { maker, qty, .. } => {
-                        if let Some(reservation) = self.reservations.get_mut(&maker) {
-                            reservation.qty -= qty;
-                            if reservation.qty.0 == 0 {
-                                self.reservations.remove(&maker);
-                            }
-                        }
-                    }
+                    BookEvent::Fill { maker, qty, .. } => self.shrink_reservation(maker, qty),
                     BookEvent::Cancelled { id, .. } => {
                         self.reservations.remove(&id);
                     }
@@ -493,49 +486,31 @@ impl Engine {
                 BookEvent::Accepted { id, .. } | BookEvent::Triggered { id, .. } => {
                     self.scratch.candidates.push((market, id));
                 }
-                BookEvent::Fill {
-                    maker,
-                    maker_account,
-                    taker,
-                    taker_account,
-                    taker_side,
-                    price,
-                    qty,
-                    ..
-                } => {
-                    if let Some(reservation) = self.reservations.get_mut(&maker) {
-                        // The clearinghouse shrinks the maker's reservation as part of the fill.
-                        reservation.qty -= qty;
-                        if reservation.qty.0 == 0 {
-                            self.reservations.remove(&maker);
+                BookEvent::Fill { maker, price, qty, .. } => {
+                    self.shrink_reservation(maker, qty);
+                    match settle_fill(&mut self.clearinghouse, market, event) {
+                        Ok(Some(sides)) => {
+                            for side in sides {
+                                out.push(Event::Settled {
+                                    market,
+                                    account: side.account,
+                                    order: side.order,
+                                    side: side.side,
+                                    price,
+                                    qty,
+                                    liquidity: side.liquidity,
+                                    realized_pnl: side.outcome.realized_pnl,
+                                    fee: side.outcome.fee,
+                                    position: side.outcome.size,
+                                    balance: side.outcome.balance,
+                                });
+                                self.scratch.traded.push((market, side.account));
+                            }
                         }
-                    }
-                    let _ = self.clearinghouse.record_trade(market, price);
-                    let sides = [
-                        (maker_account, maker, taker_side.opposite(), Liquidity::Maker),
-                        (taker_account, taker, taker_side, Liquidity::Taker),
-                    ];
-                    for (account, order, side, liquidity) in sides {
-                        let fill = Fill { account, market, side, qty, price, liquidity };
-                        match self.clearinghouse.apply_fill(&fill) {
-                            Ok(outcome) => out.push(Event::Settled {
-                                market,
-                                account,
-                                order,
-                                side,
-                                price,
-                                qty,
-                                liquidity,
-                                realized_pnl: outcome.realized_pnl,
-                                fee: outcome.fee,
-                                position: outcome.size,
-                                balance: outcome.balance,
-                            }),
-                            Err(error) => out.push(Event::Fault {
-                                message: format!("fill of order {order} could not be booked: {error}"),
-                            }),
-                        }
-                        self.scratch.traded.push((market, account));
+                        Ok(None) => {}
+                        Err(error) => out.push(Event::Fault {
+                            message: format!("fill of order {maker} could not be booked: {error}"),
+                        }),
                     }
                 }
                 BookEvent::Cancelled { id, .. } => self.release(id, out),
@@ -548,6 +523,17 @@ impl Engine {
             }
         }
         self.register_candidates(out);
+    }
+
+    /// A maker was filled for `qty`: the clearinghouse shrank its reservation as part of the fill,
+    /// so the engine's record follows.
+    fn shrink_reservation(&mut self, maker: OrderId, qty: Qty) {
+        if let Some(reservation) = self.reservations.get_mut(&maker) {
+            reservation.qty -= qty;
+            if reservation.qty.0 == 0 {
+                self.reservations.remove(&maker);
+            }
+        }
     }
 
     /// Releases the whole remaining reservation of an order that left the book or is re-entered.

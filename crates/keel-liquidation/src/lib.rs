@@ -29,4 +29,4 @@ pub use error::LiquidationError;
 pub use event::{CloseKind, LiquidationEvent};
 pub use fund::{FundFlowKind, FundScope, InsuranceFund};
 pub use liquidator::{LiquidationConfig, Liquidator, QueueEntry, RunReport, Throttle};
-pub use settle::{LIQUIDATION_ORDER_BIT, is_liquidation_order, settle_fills};
+pub use settle::{LIQUIDATION_ORDER_BIT, SettledSide, is_liquidation_order, settle_fill, settle_fills};

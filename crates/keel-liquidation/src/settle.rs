@@ -11,8 +11,8 @@
 //! cancel, never rest and are never registered.
 
 use crate::LiquidationError;
-use keel_margin::{Clearinghouse, Fill, Liquidity};
-use keel_types::{BookEvent, MarketId, OrderId};
+use keel_margin::{Clearinghouse, Fill, FillOutcome, Liquidity};
+use keel_types::{AccountId, BookEvent, MarketId, OrderId, Side};
 
 /// The order-id bit that marks a liquidation order. The engine assigns ids below 2^63 to its
 /// own orders; the liquidator numbers its orders from 2^63 upwards, so the two never collide and
@@ -25,14 +25,70 @@ pub fn is_liquidation_order(id: OrderId) -> bool {
     id.0 & LIQUIDATION_ORDER_BIT != 0
 }
 
-/// Books every `Fill` in `events` (from one book command in `market`) on both accounts: the
-/// maker as `Maker` (its reservation shrinks), the taker as `Taker`. A liquidation order's
-/// taker side pays no trading fee: the liquidation fee goes to the insurance fund instead.
-/// The last fill's price is recorded as the market's last trade for the mark rule.
+/// One account's side of a booked trade.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SettledSide {
+    /// The account.
+    pub account: AccountId,
+    /// The account's order.
+    pub order: OrderId,
+    /// The account's side.
+    pub side: Side,
+    /// Maker or taker.
+    pub liquidity: Liquidity,
+    /// What the fill did to the account.
+    pub outcome: FillOutcome,
+}
+
+/// Books one `Fill` event on both accounts: the maker as `Maker` (its reservation shrinks), the
+/// taker as `Taker` — without a trading fee when the taker is a liquidation order, whose fee goes
+/// to the insurance fund instead — and records the price as the market's last trade.
+/// Returns `None` for any other event.
 ///
-/// Other events are ignored. An error leaves the fills before it booked: the book has already
-/// matched, so the engine must treat it as fatal (it can only come from a broken contract, such
-/// as a maker order that was never registered, or an amount out of range).
+/// An error leaves the maker booked if only the taker failed: the book has already matched, so
+/// the caller must treat it as fatal (it can only come from a broken contract, such as a maker
+/// order that was never registered, or an amount out of range).
+pub fn settle_fill(
+    ch: &mut Clearinghouse,
+    market: MarketId,
+    event: &BookEvent,
+) -> Result<Option<[SettledSide; 2]>, LiquidationError> {
+    let BookEvent::Fill { maker, maker_account, taker, taker_account, taker_side, price, qty, .. } = *event
+    else {
+        return Ok(None);
+    };
+    let maker_side = taker_side.opposite();
+    let maker_fill =
+        Fill { account: maker_account, market, side: maker_side, qty, price, liquidity: Liquidity::Maker };
+    let maker_outcome = ch.apply_fill(&maker_fill)?;
+    let taker_fill =
+        Fill { account: taker_account, market, side: taker_side, qty, price, liquidity: Liquidity::Taker };
+    let taker_outcome = if is_liquidation_order(taker) {
+        ch.apply_fill_without_fee(&taker_fill)?
+    } else {
+        ch.apply_fill(&taker_fill)?
+    };
+    ch.record_trade(market, price)?;
+    Ok(Some([
+        SettledSide {
+            account: maker_account,
+            order: maker,
+            side: maker_side,
+            liquidity: Liquidity::Maker,
+            outcome: maker_outcome,
+        },
+        SettledSide {
+            account: taker_account,
+            order: taker,
+            side: taker_side,
+            liquidity: Liquidity::Taker,
+            outcome: taker_outcome,
+        },
+    ]))
+}
+
+/// Books every `Fill` in `events` (from one book command in `market`) with [`settle_fill`];
+/// other events are ignored. Returns the number of fills booked.
 pub fn settle_fills(
     ch: &mut Clearinghouse,
     market: MarketId,
@@ -40,30 +96,7 @@ pub fn settle_fills(
 ) -> Result<usize, LiquidationError> {
     let mut fills = 0;
     for event in events {
-        if let BookEvent::Fill { maker_account, taker, taker_account, taker_side, price, qty, .. } = *event {
-            let maker = Fill {
-                account: maker_account,
-                market,
-                side: taker_side.opposite(),
-                qty,
-                price,
-                liquidity: Liquidity::Maker,
-            };
-            ch.apply_fill(&maker)?;
-            let taker_fill = Fill {
-                account: taker_account,
-                market,
-                side: taker_side,
-                qty,
-                price,
-                liquidity: Liquidity::Taker,
-            };
-            if is_liquidation_order(taker) {
-                ch.apply_fill_without_fee(&taker_fill)?;
-            } else {
-                ch.apply_fill(&taker_fill)?;
-            }
-            ch.record_trade(market, price)?;
+        if settle_fill(ch, market, event)?.is_some() {
             fills += 1;
         }
     }
