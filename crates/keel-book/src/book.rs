@@ -1,14 +1,13 @@
 //! The order book: resting orders in price-time priority, and the commands that change them.
 
-use crate::accounts::AccountIndex;
 use crate::config::BookConfig;
-use crate::hash::IdMap;
 use crate::ladder::{Ladder, NIL, Rung};
 use crate::stops::{PendingStop, StopBook, is_reached, stop_params};
 use keel_types::{
     AccountId, Amend, BookEvent, CancelReason, NewOrder, OrderId, OrderKind, Price, Qty, RejectReason, Side,
     StopReference, StpMode, TimeInForce,
 };
+use keel_types::{AccountSlots, IdMap};
 use slab::Slab;
 
 /// A resting limit order: a node in its level's FIFO queue and in its account's order list.
@@ -141,7 +140,7 @@ pub struct OrderBook {
     pub(crate) ids: IdMap<OrderId, Handle>,
     /// Account → index of its order list in `account_lists`. Entries are never removed, so the
     /// index a resting order records stays valid and unlinking it needs no hash lookup.
-    pub(crate) account_slots: AccountIndex,
+    pub(crate) account_slots: AccountSlots,
     pub(crate) account_lists: Vec<AccountOrders>,
     pub(crate) stops: StopBook,
     pub(crate) last_trade: Option<Price>,
@@ -188,7 +187,7 @@ impl OrderBook {
             bids: Ladder::with_capacity(Side::Buy, config.level_capacity / 2),
             asks: Ladder::with_capacity(Side::Sell, config.level_capacity / 2),
             ids: IdMap::with_capacity_and_hasher(config.order_capacity, Default::default()),
-            account_slots: AccountIndex::with_capacity(config.account_capacity),
+            account_slots: AccountSlots::with_capacity(config.account_capacity),
             account_lists: Vec::with_capacity(config.account_capacity),
             stops: StopBook::with_capacity(config.order_capacity / 16),
             last_trade: None,

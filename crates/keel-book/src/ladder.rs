@@ -6,7 +6,7 @@
 //! A hash index from price to level makes joining an existing level, the commonest insert, O(1)
 //! without a search through the vector; only a new level pays for the sorted insert.
 
-use crate::hash::IdMap;
+use keel_types::IdMap;
 use keel_types::{Price, Side};
 
 /// Marks "no index" in the intrusive lists and ladders.

@@ -15,12 +15,10 @@
 //! Nothing allocates while the book stays within its configured capacities. The rules (validation
 //! order, self-trade prevention, stops, amend semantics) are specified in `docs/book.md`.
 
-mod accounts;
 mod book;
 mod config;
 #[cfg(any(test, feature = "reference"))]
 pub mod differential;
-mod hash;
 mod invariants;
 mod ladder;
 mod query;
@@ -32,5 +30,5 @@ mod tests;
 
 pub use book::OrderBook;
 pub use config::BookConfig;
-pub use hash::{BuildIdHasher, IdHasher, IdMap};
+pub use keel_types::{BuildIdHasher, IdHasher, IdMap};
 pub use query::{FillEstimate, LevelView, OrderView};

@@ -10,33 +10,10 @@ use crate::market::{Market, MarketConfig};
 use crate::position::{MarginMode, OpenOrders, Position, abs, notional, reservation};
 use crate::rate::{Divisor, Rate, div_round_wide, narrow};
 use crate::view::{AccountView, PositionView};
-use keel_types::{AccountId, ArithmeticError, MarketId, Money, Price, Qty, Rounding, Side};
+use keel_types::{
+    AccountId, AccountSlots, ArithmeticError, IdMap, MarketId, Money, Price, Qty, Rounding, Side,
+};
 use rust_decimal::Decimal;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
-/// A multiplicative hasher for engine-assigned ids: ids are not attacker-chosen, so the cost of a
-/// DoS-resistant hash buys nothing on the hot path.
-#[derive(Clone, Copy, Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x517c_c1b7_2722_0a95);
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.0 = (self.0.rotate_left(5) ^ u64::from(n)).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
-type IdMap<K> = HashMap<K, u32, BuildHasherDefault<IdHasher>>;
 
 /// An amount of a non-settlement collateral asset held by an account.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -228,10 +205,10 @@ pub struct Clearinghouse {
     pub(crate) assets: Vec<Asset>,
     pub(crate) markets: Vec<Market>,
     #[serde(skip)]
-    market_slots: IdMap<MarketId>,
+    market_slots: IdMap<MarketId, u32>,
     pub(crate) accounts: Vec<Account>,
     #[serde(skip)]
-    account_slots: IdMap<AccountId>,
+    account_slots: AccountSlots,
     pub(crate) fees_collected: Money,
     pub(crate) net_deposits: i128,
     /// Settlement money moved into accounts from pools outside the clearinghouse (the insurance
@@ -257,6 +234,8 @@ impl From<StoredClearinghouse> for Clearinghouse {
     fn from(s: StoredClearinghouse) -> Clearinghouse {
         let market_slots = s.markets.iter().enumerate().map(|(i, m)| (m.config.id, i as u32)).collect();
         let account_slots = s.accounts.iter().enumerate().map(|(i, a)| (a.id, i as u32)).collect();
+        let mut index = s.index;
+        index.rescan_all();
         Clearinghouse {
             assets: s.assets,
             markets: s.markets,
@@ -266,7 +245,7 @@ impl From<StoredClearinghouse> for Clearinghouse {
             fees_collected: s.fees_collected,
             net_deposits: s.net_deposits,
             external_net: s.external_net,
-            index: s.index,
+            index,
         }
     }
 }
@@ -292,7 +271,7 @@ impl Clearinghouse {
             markets: Vec::new(),
             market_slots: IdMap::default(),
             accounts: Vec::new(),
-            account_slots: IdMap::default(),
+            account_slots: AccountSlots::default(),
             fees_collected: Money::ZERO,
             net_deposits: 0,
             external_net: 0,
@@ -364,7 +343,7 @@ impl Clearinghouse {
 
     /// Opens an empty account.
     pub fn open_account(&mut self, id: AccountId) -> Result<(), MarginError> {
-        if self.account_slots.contains_key(&id) {
+        if self.account_slots.contains(id) {
             return Err(MarginError::DuplicateAccount(id));
         }
         let slot = u32::try_from(self.accounts.len())
@@ -382,7 +361,7 @@ impl Clearinghouse {
 
     /// An account, if open.
     pub fn account(&self, id: AccountId) -> Option<&Account> {
-        self.account_slots.get(&id).map(|&i| &self.accounts[i as usize])
+        self.account_slots.get(id).map(|i| &self.accounts[i as usize])
     }
 
     /// All accounts, in the order they were opened.
@@ -448,7 +427,7 @@ impl Clearinghouse {
 
     #[inline]
     pub(crate) fn account_index(&self, id: AccountId) -> Result<usize, MarginError> {
-        self.account_slots.get(&id).map(|&s| s as usize).ok_or(MarginError::UnknownAccount(id))
+        self.account_slots.get(id).map(|s| s as usize).ok_or(MarginError::UnknownAccount(id))
     }
 
     fn collateral_asset_mut(&mut self, asset: AssetId) -> Result<&mut Asset, MarginError> {
@@ -1007,6 +986,7 @@ impl Clearinghouse {
         };
         let mark = Price(mark_price(m.config.mark.method, &inputs)?.0.clamp(1, m.config.max_price.0));
         m.mark = Some(mark);
+        self.index.mark_moved(slot);
         Ok(mark)
     }
 
@@ -1016,6 +996,7 @@ impl Clearinghouse {
         let m = &mut self.markets[slot];
         m.check_price(price)?;
         m.mark = Some(price);
+        self.index.mark_moved(slot);
         Ok(())
     }
 
@@ -1174,6 +1155,18 @@ impl Clearinghouse {
 
     /// The solver for one position with everything else held at current marks.
     pub(crate) fn solver(&self, acc: usize, idx: usize) -> Result<Option<Solver<'_>>, MarginError> {
+        self.solver_with(acc, idx, None)
+    }
+
+    /// [`Clearinghouse::solver`] given the account's cross totals at current marks, when the
+    /// caller has them already (re-indexing solves every position of an account against one
+    /// summary instead of recomputing it per position).
+    pub(crate) fn solver_with(
+        &self,
+        acc: usize,
+        idx: usize,
+        cross: Option<&MarginSummary>,
+    ) -> Result<Option<Solver<'_>>, MarginError> {
         let p = &self.accounts[acc].positions[idx];
         if p.size.0 == 0 {
             return Ok(None);
@@ -1183,7 +1176,10 @@ impl Clearinghouse {
         let (backing, other) = match p.mode {
             MarginMode::Isolated => (i128::from(p.isolated_margin.0), 0),
             MarginMode::Cross => {
-                let s = self.summary_at(acc, None)?;
+                let s = match cross {
+                    Some(s) => *s,
+                    None => self.summary_at(acc, None)?,
+                };
                 let own_mm =
                     p.maintenance_margin(p.margin_notional(mark, m.k, m.config.basis)?, &m.config.tiers)?;
                 let own_upnl = p.unrealized_pnl(mark, m.k)?;

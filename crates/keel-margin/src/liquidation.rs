@@ -95,8 +95,9 @@ impl Solver<'_> {
     /// Liquidation price in ticks. Long: the highest mark at which the position is liquidatable;
     /// short: the lowest. `None` when no mark in `1..=max_price` liquidates it.
     pub(crate) fn liquidation_price(&self) -> Result<Option<Price>, ArithmeticError> {
+        // The bounds first: a well-funded position has no liquidation price in range, and
+        // finding that out costs two evaluations instead of a closed-form seed per tier.
         let max = self.max_price;
-        let guess = self.seed();
         if self.size > 0 {
             if !self.liquidatable(1)? {
                 return Ok(None);
@@ -104,7 +105,7 @@ impl Solver<'_> {
             if self.liquidatable(max)? {
                 return Ok(Some(Price(max)));
             }
-            last_true(1, max, guess, |p| self.liquidatable(p)).map(|p| Some(Price(p)))
+            last_true(1, max, self.seed(), |p| self.liquidatable(p)).map(|p| Some(Price(p)))
         } else {
             if !self.liquidatable(max)? {
                 return Ok(None);
@@ -112,8 +113,8 @@ impl Solver<'_> {
             if self.liquidatable(1)? {
                 return Ok(Some(Price(1)));
             }
-            let safe =
-                last_true(1, max, guess.saturating_sub(1).max(1), |p| self.liquidatable(p).map(|l| !l))?;
+            let guess = self.seed().saturating_sub(1).max(1);
+            let safe = last_true(1, max, guess, |p| self.liquidatable(p).map(|l| !l))?;
             Ok(Some(Price(safe + 1)))
         }
     }

@@ -10,6 +10,7 @@ mod decimal;
 mod error;
 mod event;
 mod ids;
+mod index;
 mod num;
 mod order;
 
@@ -17,5 +18,6 @@ pub use decimal::Grid;
 pub use error::{ArithmeticError, ConversionError};
 pub use event::{BookEvent, CancelReason, RejectReason};
 pub use ids::{AccountId, MarketId, OrderId};
+pub use index::{AccountSlots, BuildIdHasher, IdHasher, IdMap};
 pub use num::{Money, Price, Qty, Rounding, div_round_i64, div_round_i128};
 pub use order::{Amend, NewOrder, OrderKind, Side, StopReference, StpMode, TimeInForce};
