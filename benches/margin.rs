@@ -1,5 +1,7 @@
 //! Margin hot path: the pre-trade check and the position update on a fill, for an account holding
-//! ten cross positions (with resting orders in some markets) across ten markets.
+//! ten cross positions (with resting orders in some markets) across ten markets. The check is
+//! measured twice: with the account's valuation cached (marks unchanged since its last order) and
+//! right after a mark move (all ten positions re-valued).
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use keel_margin::{
@@ -76,6 +78,19 @@ fn bench_margin(c: &mut Criterion) {
     assert!(matches!(ch.pre_trade_check(a, &order), Ok(PreTrade::Accept { .. })));
     group.bench_function("pre_trade_check_10_positions", |b| {
         b.iter(|| black_box(ch.pre_trade_check(black_box(a), black_box(&order))))
+    });
+
+    // The same check right after a mark move: the account's cached valuation is stale, so all
+    // ten positions are re-valued (the first order of each account after each mark update).
+    let (mut ch, a) = setup();
+    let mut up = false;
+    group.bench_function("pre_trade_check_10_positions_after_mark_move", |b| {
+        b.iter(|| {
+            up = !up;
+            let mark = Price(if up { 309_001 } else { 309_000 });
+            ch.set_mark_price(MarketId(9), mark).unwrap();
+            black_box(ch.pre_trade_check(black_box(a), black_box(&order)))
+        })
     });
 
     let (mut ch, a) = setup();

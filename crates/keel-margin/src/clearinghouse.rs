@@ -14,6 +14,7 @@ use keel_types::{
     AccountId, AccountSlots, ArithmeticError, IdMap, MarketId, Money, Price, Qty, Rounding, Side,
 };
 use rust_decimal::Decimal;
+use std::cell::Cell;
 
 /// An amount of a non-settlement collateral asset held by an account.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -32,6 +33,61 @@ pub struct Account {
     pub(crate) balance: Money,
     pub(crate) collateral: Vec<Holding>,
     pub(crate) positions: Vec<Position>,
+    /// The cross totals last computed for this account (see [`SummaryCache`]).
+    #[serde(skip)]
+    pub(crate) summary: SummaryCache,
+}
+
+/// An account's [`MarginSummary`] as last computed, tagged with the valuation epoch of the
+/// clearinghouse at the time (see `Clearinghouse::epoch`).
+///
+/// Valuing an account re-prices every position at its mark; between two mark moves the answer
+/// cannot change unless the account itself does, so an account that sends many orders between
+/// marks (a market maker) pays for the valuation once. Every change to the account clears the
+/// cache; every mark or collateral price move starts a new epoch, which makes every cache stale
+/// at once. It is not state: equality ignores it, a clone and a snapshot start without it, and
+/// debug builds check each hit against a fresh valuation.
+#[derive(Default)]
+pub(crate) struct SummaryCache(Cell<(u64, MarginSummary)>);
+
+impl SummaryCache {
+    /// The cached summary, if it was computed in `epoch`.
+    #[inline]
+    fn get(&self, epoch: u64) -> Option<MarginSummary> {
+        let (at, summary) = self.0.get();
+        (at == epoch).then_some(summary)
+    }
+
+    #[inline]
+    fn set(&self, epoch: u64, summary: MarginSummary) {
+        self.0.set((epoch, summary));
+    }
+
+    /// Forgets the cached summary (epoch 0 is never current).
+    #[inline]
+    pub(crate) fn clear(&self) {
+        self.0.set((0, MarginSummary::default()));
+    }
+}
+
+impl Clone for SummaryCache {
+    fn clone(&self) -> SummaryCache {
+        SummaryCache::default()
+    }
+}
+
+impl PartialEq for SummaryCache {
+    fn eq(&self, _: &SummaryCache) -> bool {
+        true
+    }
+}
+
+impl Eq for SummaryCache {}
+
+impl std::fmt::Debug for SummaryCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SummaryCache")
+    }
 }
 
 impl Account {
@@ -216,6 +272,10 @@ pub struct Clearinghouse {
     pub(crate) external_net: i128,
     /// Accounts indexed by the mark at which they reach maintenance (see `maintenance.rs`).
     pub(crate) index: MaintenanceIndex,
+    /// The valuation epoch: starts at 1 and moves on every mark or collateral price change, so
+    /// that every account's [`SummaryCache`] goes stale at once. Not state.
+    #[serde(skip)]
+    epoch: u64,
 }
 
 /// The serialized form of a [`Clearinghouse`]: everything but the id lookups.
@@ -246,6 +306,7 @@ impl From<StoredClearinghouse> for Clearinghouse {
             net_deposits: s.net_deposits,
             external_net: s.external_net,
             index,
+            epoch: 1,
         }
     }
 }
@@ -276,6 +337,7 @@ impl Clearinghouse {
             net_deposits: 0,
             external_net: 0,
             index: MaintenanceIndex::default(),
+            epoch: 1,
         }
     }
 
@@ -295,6 +357,7 @@ impl Clearinghouse {
         let haircut = a.config.haircut;
         a.reprice(price, haircut)?;
         self.touch_holders(asset);
+        self.new_epoch();
         Ok(())
     }
 
@@ -304,6 +367,7 @@ impl Clearinghouse {
         let price = a.config.price;
         a.reprice(price, haircut)?;
         self.touch_holders(asset);
+        self.new_epoch();
         Ok(())
     }
 
@@ -353,6 +417,7 @@ impl Clearinghouse {
             balance: Money::ZERO,
             collateral: Vec::new(),
             positions: Vec::new(),
+            summary: SummaryCache::default(),
         });
         self.account_slots.insert(id, slot);
         self.index.add_account();
@@ -394,7 +459,7 @@ impl Clearinghouse {
         let balance = self.accounts[acc].balance.checked_add(amount)?;
         self.accounts[acc].balance = balance;
         self.external_net += i128::from(amount.0);
-        self.index.touch(acc);
+        self.changed(acc);
         Ok(balance)
     }
 
@@ -428,6 +493,22 @@ impl Clearinghouse {
     #[inline]
     pub(crate) fn account_index(&self, id: AccountId) -> Result<usize, MarginError> {
         self.account_slots.get(id).map(|s| s as usize).ok_or(MarginError::UnknownAccount(id))
+    }
+
+    /// Records that account `acc` changed: the maintenance index re-indexes it, and its cached
+    /// valuation is forgotten. Every change to an account's money, positions or margin settings
+    /// goes through here.
+    #[inline]
+    fn changed(&mut self, acc: usize) {
+        self.index.touch(acc);
+        self.accounts[acc].summary.clear();
+    }
+
+    /// Starts a new valuation epoch: a mark or a collateral price moved, so every account's
+    /// cached valuation is stale.
+    #[inline]
+    fn new_epoch(&mut self) {
+        self.epoch += 1;
     }
 
     fn collateral_asset_mut(&mut self, asset: AssetId) -> Result<&mut Asset, MarginError> {
@@ -469,7 +550,7 @@ impl Clearinghouse {
         } else {
             a.collateral.push(Holding { asset, amount });
         }
-        self.index.touch(acc);
+        self.changed(acc);
         Ok(())
     }
 
@@ -499,6 +580,8 @@ impl Clearinghouse {
             } else if let Some(h) = a.collateral.iter_mut().find(|h| h.asset == asset) {
                 h.amount = held - amount;
             }
+            // Valued below as if withdrawn; a refusal restores `before`, whose cache is empty.
+            a.summary.clear();
         }
         let verdict = self.summary_at(acc, None).and_then(|s| {
             let free = s.realized_equity.checked_sub(s.initial_margin)?;
@@ -515,7 +598,7 @@ impl Clearinghouse {
                 if asset == AssetId::SETTLEMENT {
                     self.net_deposits -= i128::from(amount);
                 }
-                self.index.touch(acc);
+                self.changed(acc);
                 Ok(())
             }
             Err(e) => {
@@ -569,6 +652,8 @@ impl Clearinghouse {
         }
         let old = p.leverage;
         self.accounts[acc].positions[idx].set_leverage(leverage);
+        // Initial margin follows leverage.
+        self.accounts[acc].summary.clear();
         if leverage < old {
             let check = self.summary_at(acc, None).and_then(|s| {
                 let free = s.available()?;
@@ -580,6 +665,7 @@ impl Clearinghouse {
             });
             if let Err(e) = check {
                 self.accounts[acc].positions[idx].set_leverage(old);
+                self.accounts[acc].summary.clear();
                 return Err(e);
             }
         }
@@ -602,7 +688,7 @@ impl Clearinghouse {
         }
         let idx = self.position_or_insert(acc, slot);
         self.accounts[acc].positions[idx].mode = mode;
-        self.index.touch(acc);
+        self.changed(acc);
         Ok(())
     }
 
@@ -629,7 +715,7 @@ impl Clearinghouse {
         let new_margin = a.positions[idx].isolated_margin.checked_add(amount)?;
         a.balance = a.balance.checked_sub(amount)?;
         a.positions[idx].isolated_margin = new_margin;
-        self.index.touch(acc);
+        self.changed(acc);
         Ok(())
     }
 
@@ -663,7 +749,7 @@ impl Clearinghouse {
         let a = &mut self.accounts[acc];
         a.balance = a.balance.checked_add(amount)?;
         a.positions[idx].isolated_margin = remaining;
-        self.index.touch(acc);
+        self.changed(acc);
         Ok(())
     }
 
@@ -706,7 +792,9 @@ impl Clearinghouse {
         let updated =
             OpenOrders { qty: current.qty.checked_add(qty)?, notional: current.notional.checked_add(n)? };
         let idx = self.position_or_insert(acc, slot);
-        let p = &mut self.accounts[acc].positions[idx];
+        let a = &mut self.accounts[acc];
+        a.summary.clear();
+        let p = &mut a.positions[idx];
         match side {
             Side::Buy => p.buys = updated,
             Side::Sell => p.sells = updated,
@@ -728,8 +816,10 @@ impl Clearinghouse {
         let k = self.markets[slot].k;
         let idx =
             self.accounts[acc].position_index(slot as u32).ok_or(MarginError::OpenOrderUnderflow(market))?;
-        let p = &mut self.accounts[acc].positions[idx];
-        let updated = shrink_orders(p, side, qty, price, k, market)?;
+        let a = &mut self.accounts[acc];
+        let updated = shrink_orders(&a.positions[idx], side, qty, price, k, market)?;
+        a.summary.clear();
+        let p = &mut a.positions[idx];
         *match side {
             Side::Buy => &mut p.buys,
             Side::Sell => &mut p.sells,
@@ -744,7 +834,7 @@ impl Clearinghouse {
     /// limits are checked on the worst-case position, and the account must cover its initial
     /// margin (positions at mark + all reservations) plus the taker fee on the order.
     pub fn pre_trade_check(&self, account: AccountId, order: &OrderIntent) -> Result<PreTrade, MarginError> {
-        let acc = &self.accounts[self.account_index(account)?];
+        let acc = self.account_index(account)?;
         let slot = self.slot(order.market)?;
         let market = &self.markets[slot];
         if !order.qty.is_positive() {
@@ -755,33 +845,14 @@ impl Clearinghouse {
         let k = market.k;
         let order_notional = Money(notional(order.price, order.qty.0, k)?);
 
-        let mut equity = acc.balance;
-        for h in &acc.collateral {
-            equity = equity.checked_add(self.assets[usize::from(h.asset.0)].margin_value(h.amount)?)?;
-        }
-        let mut initial = Money::ZERO;
-        let mut target: Option<&Position> = None;
-        let mut target_reserved = Money::ZERO;
-        for p in &acc.positions {
-            if p.slot as usize == slot {
-                target = Some(p);
-            }
-            if p.is_idle() {
-                continue;
-            }
-            let m = &self.markets[p.slot as usize];
-            let pm = m.mark()?;
-            let reserved = p.order_reservation(pm, m.k)?;
-            initial = initial.checked_add(reserved)?;
-            if p.slot as usize == slot {
-                target_reserved = reserved;
-            }
-            if p.mode == MarginMode::Cross && p.size.0 != 0 {
-                let (upnl, margin_notional) = p.valuation(pm, m.k, m.config.basis)?;
-                equity = equity.checked_add(upnl)?;
-                initial = initial.checked_add(p.initial_margin(margin_notional)?)?;
-            }
-        }
+        // Equity and initial margin (positions at mark plus every reservation) of the whole
+        // account, usually from the cache; then only the order's own market is re-valued.
+        let summary = self.summary_at(acc, None)?;
+        let target = self.accounts[acc].positions.iter().find(|p| p.slot as usize == slot);
+        let target_reserved = match target {
+            Some(p) => p.order_reservation(mark, k)?,
+            None => Money::ZERO,
+        };
 
         let (size, leverage, lev, mut buys, mut sells) = match target {
             Some(p) => (p.size.0, p.leverage, p.lev, p.buys, p.sells),
@@ -802,7 +873,7 @@ impl Clearinghouse {
             notional: side_orders.notional.checked_add(order_notional)?,
         };
         let (reserved_after, _) = reservation(size, buys, sells, mark, k, lev)?;
-        let available = equity.checked_sub(initial)?;
+        let available = summary.available()?;
         if reserved_after <= target_reserved {
             return Ok(PreTrade::Accept { available_after: available });
         }
@@ -912,7 +983,7 @@ impl Clearinghouse {
             }
         }
         self.fees_collected = fees_collected;
-        self.index.touch(acc);
+        self.changed(acc);
         Ok(FillOutcome {
             realized_pnl: effect.realized,
             fee,
@@ -987,6 +1058,7 @@ impl Clearinghouse {
         let mark = Price(mark_price(m.config.mark.method, &inputs)?.0.clamp(1, m.config.max_price.0));
         m.mark = Some(mark);
         self.index.mark_moved(slot);
+        self.new_epoch();
         Ok(mark)
     }
 
@@ -997,6 +1069,7 @@ impl Clearinghouse {
         m.check_price(price)?;
         m.mark = Some(price);
         self.index.mark_moved(slot);
+        self.new_epoch();
         Ok(())
     }
 
@@ -1060,7 +1133,7 @@ impl Clearinghouse {
             updates.push((ai, pi, target, current.checked_add(amount)?, funding));
         }
         for (ai, pi, target, value, funding) in updates {
-            self.index.touch(ai);
+            self.changed(ai);
             let a = &mut self.accounts[ai];
             match target {
                 None => a.balance = value,
@@ -1082,13 +1155,25 @@ impl Clearinghouse {
         self.summary_at(self.account_index(account)?, None)
     }
 
-    /// Cross totals with one market's mark replaced (for what-if evaluation).
+    /// Cross totals of account `acc` at the current marks, or with one market's mark replaced
+    /// (for what-if evaluation). At the current marks the answer comes from the account's
+    /// [`SummaryCache`] when it is from this epoch.
     pub(crate) fn summary_at(
         &self,
         acc: usize,
         mark_override: Option<(usize, Price)>,
     ) -> Result<MarginSummary, MarginError> {
-        self.summary_of(&self.accounts[acc], mark_override)
+        let a = &self.accounts[acc];
+        if mark_override.is_some() {
+            return self.summary_of(a, mark_override);
+        }
+        if let Some(cached) = a.summary.get(self.epoch) {
+            debug_assert_eq!(Ok(cached), self.summary_of(a, None), "stale cached valuation of {:?}", a.id);
+            return Ok(cached);
+        }
+        let summary = self.summary_of(a, None)?;
+        a.summary.set(self.epoch, summary);
+        Ok(summary)
     }
 
     /// Cross totals of an account value (possibly a what-if copy) at the current marks.
@@ -1116,8 +1201,7 @@ impl Clearinghouse {
             };
             s.initial_margin = s.initial_margin.checked_add(p.order_reservation(mark, m.k)?)?;
             if p.mode == MarginMode::Cross && p.size.0 != 0 {
-                let upnl = p.unrealized_pnl(mark, m.k)?;
-                let mn = p.margin_notional(mark, m.k, m.config.basis)?;
+                let (upnl, mn) = p.valuation(mark, m.k, m.config.basis)?;
                 s.equity = s.equity.checked_add(upnl)?;
                 s.realized_equity = s.realized_equity.checked_add(upnl.min(Money::ZERO))?;
                 s.initial_margin = s.initial_margin.checked_add(p.initial_margin(mn)?)?;

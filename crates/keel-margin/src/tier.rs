@@ -122,8 +122,10 @@ impl RiskTiers {
     #[inline]
     pub fn tier_index(&self, notional: Money) -> usize {
         let n = notional.0.saturating_abs();
-        // Few tiers (≤ ~20): a backwards linear scan beats a binary search and is branch-predictable.
-        self.tiers.iter().rposition(|t| t.floor.0 <= n).unwrap_or(0)
+        // Few tiers (≤ ~20) and most positions in the first one or two: a forward scan that
+        // stops at the first floor above the notional beats a binary search. Floors ascend and
+        // the first is zero, so the count is at least one.
+        self.tiers.iter().skip(1).take_while(|t| t.floor.0 <= n).count()
     }
 
     /// The tier a position of this notional falls in.

@@ -365,3 +365,103 @@ proptest! {
         let _ = b.ch.withdraw(a, AssetId::SETTLEMENT, balance);
     }
 }
+
+/// One step of the valuation-cache property: anything that can change an account or a price.
+#[derive(Clone, Debug)]
+enum Step {
+    Deposit(u8, i64),
+    Withdraw(u8, i64),
+    Order(u8, u32, bool, i64, i64),
+    Unorder(u8, u32, bool, i64, i64),
+    Fill(u8, u32, bool, i64, i64, bool),
+    Mark(u32, i64),
+    Leverage(u8, u32, u32),
+    Isolate(u8, u32, bool),
+    AddIsolated(u8, u32, i64),
+}
+
+fn step_strategy() -> impl Strategy<Value = Step> {
+    let acc = 0u8..2;
+    let m = 1u32..=3;
+    let price = 900_000i64..1_100_000;
+    prop_oneof![
+        (acc.clone(), 1i64..1_000_000_000).prop_map(|(a, x)| Step::Deposit(a, x)),
+        (acc.clone(), 1i64..1_000_000_000).prop_map(|(a, x)| Step::Withdraw(a, x)),
+        (acc.clone(), m.clone(), any::<bool>(), 1i64..500, price.clone())
+            .prop_map(|(a, m, b, q, p)| Step::Order(a, m, b, q, p)),
+        (acc.clone(), m.clone(), any::<bool>(), 1i64..500, price.clone())
+            .prop_map(|(a, m, b, q, p)| Step::Unorder(a, m, b, q, p)),
+        (acc.clone(), m.clone(), any::<bool>(), 1i64..500, price.clone(), any::<bool>())
+            .prop_map(|(a, m, b, q, p, maker)| Step::Fill(a, m, b, q, p, maker)),
+        (m.clone(), price).prop_map(|(m, p)| Step::Mark(m, p)),
+        (acc.clone(), m.clone(), 1u32..130).prop_map(|(a, m, l)| Step::Leverage(a, m, l)),
+        (acc.clone(), m.clone(), any::<bool>()).prop_map(|(a, m, i)| Step::Isolate(a, m, i)),
+        (acc, m, 1i64..100_000_000).prop_map(|(a, m, x)| Step::AddIsolated(a, m, x)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// The per-account valuation cache never changes an answer: after every kind of change, the
+    /// pre-trade check and the margin summary of each account equal those of a copy whose caches
+    /// are empty (a clone starts without them), asked twice so the second answer is a cache hit.
+    #[test]
+    fn cached_valuations_answer_like_fresh_ones(steps in proptest::collection::vec(step_strategy(), 1..60)) {
+        let mut b = Bench::new(markets());
+        let accounts = [AccountId(1), AccountId(2)];
+        for &a in &accounts {
+            b.ch.open_account(a).unwrap();
+            b.ch.deposit(a, AssetId::SETTLEMENT, 5_000_000_000).unwrap();
+        }
+        for m in 1..=3 {
+            b.ch.set_mark_price(MarketId(m), Price(1_000_000)).unwrap();
+        }
+        for step in steps {
+            let ch = &mut b.ch;
+            let _ = match step {
+                Step::Deposit(a, x) => ch.deposit(accounts[a as usize], AssetId::SETTLEMENT, x),
+                Step::Withdraw(a, x) => ch.withdraw(accounts[a as usize], AssetId::SETTLEMENT, x),
+                Step::Order(a, m, buy, q, p) => {
+                    ch.add_open_order(accounts[a as usize], MarketId(m), side_of(buy), Qty(q), Price(p))
+                }
+                Step::Unorder(a, m, buy, q, p) => {
+                    ch.remove_open_order(accounts[a as usize], MarketId(m), side_of(buy), Qty(q), Price(p))
+                }
+                Step::Fill(a, m, buy, q, p, maker) => ch
+                    .apply_fill(&Fill {
+                        account: accounts[a as usize],
+                        market: MarketId(m),
+                        side: side_of(buy),
+                        qty: Qty(q),
+                        price: Price(p),
+                        liquidity: if maker { Liquidity::Maker } else { Liquidity::Taker },
+                    })
+                    .map(|_| ()),
+                Step::Mark(m, p) => ch.set_mark_price(MarketId(m), Price(p)),
+                Step::Leverage(a, m, l) => ch.set_leverage(accounts[a as usize], MarketId(m), l),
+                Step::Isolate(a, m, isolated) => ch.set_margin_mode(
+                    accounts[a as usize],
+                    MarketId(m),
+                    if isolated { MarginMode::Isolated } else { MarginMode::Cross },
+                ),
+                Step::AddIsolated(a, m, x) => {
+                    ch.add_isolated_margin(accounts[a as usize], MarketId(m), Money(x))
+                }
+            };
+            let fresh = b.ch.clone();
+            for &a in &accounts {
+                for m in 1..=3 {
+                    let intent =
+                        OrderIntent { market: MarketId(m), side: Side::Buy, qty: Qty(10), price: Price(1_000_000) };
+                    let expected = fresh.clone().pre_trade_check(a, &intent);
+                    prop_assert_eq!(&b.ch.pre_trade_check(a, &intent), &expected);
+                    prop_assert_eq!(&b.ch.pre_trade_check(a, &intent), &expected);
+                }
+                let expected = fresh.clone().margin_summary(a);
+                prop_assert_eq!(&b.ch.margin_summary(a), &expected);
+                prop_assert_eq!(&b.ch.margin_summary(a), &expected);
+            }
+        }
+    }
+}
