@@ -5,7 +5,7 @@
 use keel_engine::{Command, ErrorCode, Event};
 use keel_gateway::client::{Client, Receiver};
 use keel_gateway::codec::{ClientMessage, DisconnectReason, NewOrder, RejectCode, ServerMessage, channel};
-use keel_gateway::config::{AccountEntry, Flush, ServeConfig};
+use keel_gateway::config::{AccountEntry, DEMO_FEEDER, Flush, ServeConfig};
 use keel_gateway::server::Server;
 use keel_types::{AccountId, MarketId, OrderId, OrderKind, Price, Qty, Side, StpMode, TimeInForce};
 use std::collections::BTreeMap;
@@ -17,19 +17,35 @@ use std::time::{Duration, Instant};
 const WAIT: Duration = Duration::from_secs(10);
 const BTC: MarketId = MarketId(1);
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("keel-gateway-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+/// A test's store directory, removed when the test ends (passing or failing).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("keel-gateway-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        TempDir(dir)
+    }
 }
 
-fn config(name: &str) -> ServeConfig {
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The demo configuration on a free port, journaling to a fresh directory that is removed when
+/// the returned guard is dropped (declare the guard before the server, so the server goes first).
+fn config(name: &str) -> (ServeConfig, TempDir) {
+    let dir = TempDir::new(name);
     let mut config = ServeConfig::demo();
     config.port = 0;
-    config.data_dir = temp_dir(name);
+    config.data_dir = dir.0.clone();
     config.flush = Flush::Buffered;
     config.snapshot_every = None;
-    config
+    // No background ticks: the journal holds exactly what each test did.
+    config.tick_ms = 0;
+    (config, dir)
 }
 
 fn key(account: u32) -> String {
@@ -62,7 +78,8 @@ fn request(client: &mut Client, message: ClientMessage) -> Result<OrderId, Rejec
         ClientMessage::Cancel { request, .. }
         | ClientMessage::Amend { request, .. }
         | ClientMessage::CancelAll { request, .. }
-        | ClientMessage::AccountQuery { request } => *request,
+        | ClientMessage::AccountQuery { request }
+        | ClientMessage::IndexPrice { request, .. } => *request,
         other => panic!("not a request: {other:?}"),
     };
     client.send(&message).expect("send");
@@ -158,7 +175,8 @@ impl L2 {
 
 #[test]
 fn trade_between_two_accounts_fills_both_sessions_and_depth_rebuilds_the_engine_book() {
-    let server = Server::open(&config("trade")).expect("server starts");
+    let (config, _dir) = config("trade");
+    let server = Server::open(&config).expect("server starts");
     let mut watcher = logon(&server, 3);
     watcher.send(&ClientMessage::Subscribe { market: BTC, channels: channel::ALL }).expect("subscribe");
     let mut book = L2::default();
@@ -234,7 +252,8 @@ fn trade_between_two_accounts_fills_both_sessions_and_depth_rebuilds_the_engine_
 
 #[test]
 fn one_account_cannot_cancel_or_amend_another_accounts_orders() {
-    let server = Server::open(&config("isolation")).expect("server starts");
+    let (config, _dir) = config("isolation");
+    let server = Server::open(&config).expect("server starts");
     let mut alice = logon(&server, 1);
     let mut bob = logon(&server, 2);
     let order = request(&mut alice, limit(1, Side::Buy, 640_000, 3)).expect("accepted");
@@ -260,7 +279,7 @@ fn one_account_cannot_cancel_or_amend_another_accounts_orders() {
 
 #[test]
 fn a_falling_index_liquidates_a_leveraged_long_and_tells_it() {
-    let mut config = config("liquidation");
+    let (mut config, _dir) = config("liquidation");
     config.accounts.push(AccountEntry { id: 5, key: "thin-margin".into(), deposit: 4_000 });
     let server = Server::open(&config).expect("server starts");
     server
@@ -333,7 +352,8 @@ fn disconnect_reason(server: &Server, log_on: bool, bytes: &[u8]) -> DisconnectR
 
 #[test]
 fn hostile_input_gets_a_reason_and_leaves_the_engine_and_other_sessions_alone() {
-    let server = Server::open(&config("hostile")).expect("server starts");
+    let (config, _dir) = config("hostile");
+    let server = Server::open(&config).expect("server starts");
     let mut alice = logon(&server, 1);
     request(&mut alice, limit(1, Side::Buy, 640_000, 3)).expect("accepted");
     let before = digest(&server);
@@ -376,7 +396,7 @@ fn hostile_input_gets_a_reason_and_leaves_the_engine_and_other_sessions_alone() 
 
 #[test]
 fn a_slow_reader_is_disconnected_without_stalling_anyone_else() {
-    let mut config = config("slow");
+    let (mut config, _dir) = config("slow");
     config.limits.outbound_bytes = 64 * 1024;
     let server = Server::open(&config).expect("server starts");
     let mut maker = logon(&server, 1);
@@ -423,7 +443,7 @@ fn a_slow_reader_is_disconnected_without_stalling_anyone_else() {
 
 #[test]
 fn idle_sessions_get_heartbeats_then_time_out_and_bursts_are_rate_limited() {
-    let mut config = config("limits");
+    let (mut config, _dir) = config("limits");
     config.limits.heartbeat_ms = 100;
     config.limits.idle_timeout_ms = 600;
     config.limits.orders_per_second = 10;
@@ -467,7 +487,7 @@ fn idle_sessions_get_heartbeats_then_time_out_and_bursts_are_rate_limited() {
 
 #[test]
 fn a_restarted_server_comes_back_with_the_same_book_and_balances() {
-    let config = config("restart");
+    let (config, _dir) = config("restart");
     let server = Server::open(&config).expect("server starts");
     let mut alice = logon(&server, 1);
     let mut bob = logon(&server, 2);
@@ -503,5 +523,95 @@ fn a_restarted_server_comes_back_with_the_same_book_and_balances() {
         query += 1;
     }
     server.shutdown().expect("clean shutdown");
-    let _ = std::fs::remove_dir_all(&config.data_dir);
+}
+
+#[test]
+fn a_price_feeder_moves_the_index_over_the_wire_and_a_trader_may_not() {
+    let (config, _dir) = config("feeder");
+    let server = Server::open(&config).expect("server starts");
+    let mut watcher = logon(&server, 3);
+    watcher.send(&ClientMessage::Subscribe { market: BTC, channels: channel::PRICES }).expect("subscribe");
+    let (mut feeder, ack) =
+        Client::logon(server.address(), AccountId(DEMO_FEEDER), "keel-demo-feeder").expect("feeder logon");
+    assert_eq!(ack.account, AccountId(DEMO_FEEDER));
+    let mut alice = logon(&server, 1);
+    let before = digest(&server);
+    // Roles are enforced before anything reaches the engine.
+    let index = |request, price| ClientMessage::IndexPrice { request, market: BTC, price: Price(price) };
+    assert_eq!(request(&mut alice, index(1, 600_000)), Err(RejectCode::NotAuthorized));
+    assert_eq!(request(&mut feeder, limit(2, Side::Buy, 640_000, 1)), Err(RejectCode::NotAuthorized));
+    assert_eq!(
+        request(&mut feeder, ClientMessage::AccountQuery { request: 3 }),
+        Err(RejectCode::NotAuthorized)
+    );
+    assert_eq!(digest(&server), before, "refused requests changed nothing");
+    assert_eq!(server.stats().unauthorized.load(Ordering::Relaxed), 3);
+    // A feeder's key is not an account's: it cannot log on as one.
+    let refused = Client::logon(server.address(), AccountId(1), "keel-demo-feeder");
+    assert!(refused.is_err(), "the feeder key is not account 1's");
+
+    // The feeder's price is journalled and applied like the operator's, and reaches market data.
+    assert_eq!(request(&mut feeder, index(4, 651_000)), Ok(OrderId(0)));
+    let mark = watcher
+        .receiver
+        .recv_until(WAIT, |m| match m {
+            ServerMessage::MarkPrice { market, index, mark } if *market == BTC && index.0 == 651_000 => {
+                Some(*mark)
+            }
+            _ => None,
+        })
+        .expect("the new index in market data");
+    assert!(mark.0 > 0);
+    assert_ne!(digest(&server), before);
+    // The engine still judges the price: an unknown market is refused with the engine's reason.
+    assert_eq!(
+        request(&mut feeder, ClientMessage::IndexPrice { request: 5, market: MarketId(77), price: Price(1) }),
+        Err(RejectCode::Engine(ErrorCode::UnknownMarket))
+    );
+    server.shutdown().expect("clean shutdown");
+}
+
+#[test]
+fn funding_payments_are_pushed_to_the_accounts_that_pay_and_receive_them() {
+    let (mut config, _dir) = config("funding");
+    // One-second funding intervals, and the gateway's own ticks to settle them.
+    config.markets[0].funding_interval_ms = Some(1_000);
+    config.tick_ms = 50;
+    let server = Server::open(&config).expect("server starts");
+    let mut alice = logon(&server, 1);
+    let mut bob = logon(&server, 2);
+    let mut carol = logon(&server, 3);
+    // Alice goes short 50 lots to Bob, who goes long.
+    request(&mut alice, limit(1, Side::Sell, 650_000, 50)).expect("ask");
+    request(&mut bob, limit(1, Side::Buy, 650_000, 50)).expect("trade");
+    let payment = |client: &mut Client| {
+        client
+            .receiver
+            .recv_until(WAIT, |m| match m {
+                ServerMessage::FundingPayment { market, rate, amount, .. } if *market == BTC => {
+                    Some((rate.0, amount.0))
+                }
+                _ => None,
+            })
+            .expect("a funding payment within the next interval")
+    };
+    let (rate, to_alice) = payment(&mut alice);
+    let (bob_rate, to_bob) = payment(&mut bob);
+    assert_eq!(rate, bob_rate, "one settlement");
+    assert!(rate != 0 && to_alice != 0, "the interest term makes the rate non-zero");
+    assert_eq!(to_alice + to_bob, 0, "what one side pays the other receives");
+    // Positive rates: longs pay shorts.
+    assert_eq!(to_bob < 0, rate > 0, "bob is long: rate {rate}, bob {to_bob}");
+    // Carol holds no position: no payment reaches her before the answer to a query sent now.
+    carol.send(&ClientMessage::AccountQuery { request: 9 }).expect("send");
+    let mut paid_carol = false;
+    carol
+        .receiver
+        .recv_until(WAIT, |m| {
+            paid_carol |= matches!(m, ServerMessage::FundingPayment { .. });
+            matches!(m, ServerMessage::AccountUpdate { request: 9, .. }).then_some(())
+        })
+        .expect("account update");
+    assert!(!paid_carol, "no position, no payment");
+    server.shutdown().expect("clean shutdown");
 }

@@ -9,9 +9,16 @@
 //! back when the queue is full; with [`Backpressure::Wait`] it blocks until there is room. Nothing
 //! is dropped silently.
 //!
-//! Events go out through a bounded ring that never blocks the engine: if consumers fall more than
-//! the ring's capacity behind, the oldest batches are overwritten and a consumer sees the gap in
-//! the sequence numbers (and can fill it from the journal).
+//! Outcomes go out one of two ways. By default through a bounded ring that never blocks the
+//! engine: if consumers fall more than the ring's capacity behind, the oldest batches are
+//! overwritten and a consumer sees the gap in the sequence numbers (and can fill it from the
+//! journal). Or, started with [`Sequencer::start_with_sink`], to a [`Sink`] that runs on the
+//! sequencer thread itself right after each commit — no hand-off to another thread, which is what
+//! a latency-sensitive consumer such as the gateway wants.
+//!
+//! Waking: the thread polls its queue for a short while after the last command (a spin, so a
+//! steady flow never pays for a wake-up) and then parks; a submitter unparks it only when it is
+//! parked. An idle sequencer therefore costs nothing.
 
 use crate::codec;
 use crate::command::{Command, Sequenced};
@@ -19,12 +26,12 @@ use crate::engine::Engine;
 use crate::event::Event;
 use crate::journal::{Journal, JournalError};
 use crate::store;
-use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender, TrySendError};
 use crossbeam::queue::ArrayQueue;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
 /// What `submit` does when the command queue is full.
@@ -79,6 +86,37 @@ pub struct SequencerConfig {
     pub store_dir: PathBuf,
 }
 
+/// How the sequencer thread waits for work (see [`Sequencer::start_with_sink`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaitPolicy {
+    /// How long the thread keeps polling its queue after the last command before it parks.
+    /// Zero parks at once; longer spins save the wake-up on a steady flow but burn a core when
+    /// the machine has none to spare.
+    pub spin: Duration,
+    /// Longest park: the thread wakes at least this often (a [`Sink`] gets its
+    /// [`Sink::publish`] call then, with no outcomes, for its timers).
+    pub idle: Duration,
+}
+
+impl Default for WaitPolicy {
+    fn default() -> WaitPolicy {
+        WaitPolicy { spin: Duration::from_micros(10), idle: Duration::from_millis(50) }
+    }
+}
+
+/// A consumer of outcomes that runs on the sequencer thread.
+///
+/// It must not block: everything it does delays the next batch. It may ask for more commands
+/// (typically queries of its own) by appending them to `follow_up`; they are applied at the head
+/// of the next batch, ahead of queued submissions, and their outcomes come back to the sink like
+/// any other.
+pub trait Sink: Send + 'static {
+    /// Receives one committed batch's outcomes in sequence order (drain the vector). Also called
+    /// with no outcomes when the thread was woken by [`Sequencer::wake`] or its idle timeout, so
+    /// the sink can run its timers and react to messages of its own.
+    fn publish(&mut self, outcomes: &mut Vec<Published>, follow_up: &mut Vec<(u64, Command)>);
+}
+
 /// One client command on its way in, with a tag the client uses to match the outcome.
 #[derive(Debug)]
 struct Submission {
@@ -97,40 +135,144 @@ pub struct Published {
     pub events: Vec<Event>,
 }
 
+/// What submitters and the sequencer thread share.
+struct Inbound {
+    queue: ArrayQueue<Submission>,
+    /// Set by the thread just before it parks, cleared when it runs.
+    parked: AtomicBool,
+    /// Set by [`Sequencer::wake`]: the sink wants a call even without commands.
+    woken: AtomicBool,
+    /// No more submissions: drain the queue and stop.
+    closed: AtomicBool,
+    /// The thread has ended (normally or with an error).
+    ended: AtomicBool,
+    /// The sequencer thread, once it runs.
+    thread: std::sync::OnceLock<Thread>,
+}
+
+impl Inbound {
+    fn unpark_if_parked(&self) {
+        // Pairs with the fence in `wait`: either the thread sees the new item before parking, or
+        // this load sees `parked` and unparks it (an unpark before the park is not lost).
+        fence(Ordering::SeqCst);
+        if self.parked.load(Ordering::Relaxed)
+            && let Some(thread) = self.thread.get()
+        {
+            thread.unpark();
+        }
+    }
+}
+
+/// Marks the thread as ended however it leaves `run`, so waiting submitters give up.
+struct EndGuard(Arc<Inbound>);
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        self.0.ended.store(true, Ordering::SeqCst);
+    }
+}
+
 /// A running sequencer.
 pub struct Sequencer {
-    inbound: Option<Sender<Submission>>,
+    inbound: Arc<Inbound>,
     outbound: Arc<ArrayQueue<Published>>,
     thread: Option<JoinHandle<Result<Engine, SequencerError>>>,
 }
 
 impl Sequencer {
-    /// Starts the sequencer thread, which takes ownership of `engine` and `journal`.
+    /// Starts the sequencer thread, which takes ownership of `engine` and `journal`; outcomes go
+    /// to the ring ([`Sequencer::poll`], [`Sequencer::events`]).
     pub fn start(engine: Engine, journal: Journal, config: SequencerConfig) -> Sequencer {
-        let (inbound, receiver) = channel::bounded(config.queue_capacity);
+        Sequencer::spawn(engine, journal, config, WaitPolicy::default(), None)
+    }
+
+    /// Starts the sequencer thread with `sink` receiving every outcome on the sequencer thread
+    /// itself (the ring stays empty), waiting for work as `wait` says.
+    pub fn start_with_sink(
+        engine: Engine,
+        journal: Journal,
+        config: SequencerConfig,
+        wait: WaitPolicy,
+        sink: Box<dyn Sink>,
+    ) -> Sequencer {
+        Sequencer::spawn(engine, journal, config, wait, Some(sink))
+    }
+
+    fn spawn(
+        engine: Engine,
+        journal: Journal,
+        config: SequencerConfig,
+        wait: WaitPolicy,
+        sink: Option<Box<dyn Sink>>,
+    ) -> Sequencer {
+        let inbound = Arc::new(Inbound {
+            queue: ArrayQueue::new(config.queue_capacity.max(1)),
+            parked: AtomicBool::new(false),
+            woken: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            thread: std::sync::OnceLock::new(),
+        });
         let outbound = Arc::new(ArrayQueue::new(config.ring_capacity.max(1)));
-        let ring = Arc::clone(&outbound);
+        let (ring, shared) = (Arc::clone(&outbound), Arc::clone(&inbound));
         let thread = std::thread::Builder::new()
             .name("keel-sequencer".into())
-            .spawn(move || run(engine, journal, receiver, ring, config))
+            .spawn(move || {
+                let _ = shared.thread.set(std::thread::current());
+                let guard = EndGuard(Arc::clone(&shared));
+                let result = run(engine, journal, &shared, ring, sink, config, wait);
+                drop(guard);
+                result
+            })
             .expect("the sequencer thread can be spawned");
-        Sequencer { inbound: Some(inbound), outbound, thread: Some(thread) }
+        Sequencer { inbound, outbound, thread: Some(thread) }
     }
 
     /// Queues a command; `tag` comes back with its outcome.
     pub fn submit(&self, tag: u64, command: Command, backpressure: Backpressure) -> Result<(), SubmitError> {
-        let inbound = self.inbound.as_ref().ok_or(SubmitError::Stopped)?;
-        let submission = Submission { tag, command };
-        match backpressure {
-            Backpressure::Wait => inbound.send(submission).map_err(|_| SubmitError::Stopped),
-            Backpressure::Reject => inbound.try_send(submission).map_err(|error| match error {
-                TrySendError::Full(submission) => SubmitError::Full(submission.command),
-                TrySendError::Disconnected(_) => SubmitError::Stopped,
-            }),
+        let inbound = &self.inbound;
+        if inbound.closed.load(Ordering::Relaxed) || inbound.ended.load(Ordering::Acquire) {
+            return Err(SubmitError::Stopped);
+        }
+        let mut submission = Submission { tag, command };
+        let mut waited = 0u32;
+        loop {
+            match inbound.queue.push(submission) {
+                Ok(()) => {
+                    inbound.unpark_if_parked();
+                    return Ok(());
+                }
+                Err(back) => submission = back,
+            }
+            if backpressure == Backpressure::Reject {
+                inbound.unpark_if_parked();
+                return Err(SubmitError::Full(submission.command));
+            }
+            if inbound.ended.load(Ordering::Acquire) {
+                return Err(SubmitError::Stopped);
+            }
+            // Full: make sure the thread runs, then back off (spin, yield, then short sleeps).
+            inbound.unpark_if_parked();
+            waited = waited.saturating_add(1);
+            if waited < 64 {
+                std::hint::spin_loop();
+            } else if waited < 128 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(50));
+            }
         }
     }
 
-    /// The next published outcome, if any (never blocks).
+    /// Wakes the sequencer thread so that its [`Sink`] gets a call soon even if no command is
+    /// queued (for instance after the sink was sent a message of its own). Cheap when the thread
+    /// is already running.
+    pub fn wake(&self) {
+        self.inbound.woken.store(true, Ordering::Relaxed);
+        self.inbound.unpark_if_parked();
+    }
+
+    /// The next published outcome, if any (never blocks). Always `None` with a [`Sink`].
     pub fn poll(&self) -> Option<Published> {
         self.outbound.pop()
     }
@@ -143,15 +285,22 @@ impl Sequencer {
     /// Stops accepting commands, lets the thread apply and commit everything queued, syncs the
     /// journal to disk, and returns the engine.
     pub fn shutdown(mut self) -> Result<Engine, SequencerError> {
-        self.inbound.take();
+        self.close();
         let thread = self.thread.take().expect("shutdown runs once");
         thread.join().unwrap_or(Err(SequencerError::Panicked))
+    }
+
+    fn close(&self) {
+        self.inbound.closed.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.inbound.thread.get() {
+            thread.unpark();
+        }
     }
 }
 
 impl Drop for Sequencer {
     fn drop(&mut self) {
-        self.inbound.take();
+        self.close();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -164,39 +313,99 @@ fn wall_clock_ms(previous: u64) -> u64 {
     now.max(previous)
 }
 
+/// Waits until a command is queued, the sink asked for a call, or the queue was closed; spins for
+/// `wait.spin` first, then parks (at most `wait.idle`). Returns false on an idle timeout.
+fn wait_for_work(inbound: &Inbound, wait: WaitPolicy) -> bool {
+    let ready = || {
+        !inbound.queue.is_empty()
+            || inbound.woken.load(Ordering::Relaxed)
+            || inbound.closed.load(Ordering::Relaxed)
+    };
+    if ready() {
+        return true;
+    }
+    if !wait.spin.is_zero() {
+        let until = Instant::now() + wait.spin;
+        let mut spins = 0u32;
+        loop {
+            for _ in 0..16 {
+                std::hint::spin_loop();
+            }
+            if ready() {
+                return true;
+            }
+            spins += 1;
+            if spins % 8 == 0 && Instant::now() >= until {
+                break;
+            }
+        }
+    }
+    inbound.parked.store(true, Ordering::Relaxed);
+    // Pairs with the fence in `unpark_if_parked` (see there).
+    fence(Ordering::SeqCst);
+    if ready() {
+        inbound.parked.store(false, Ordering::Relaxed);
+        return true;
+    }
+    std::thread::park_timeout(wait.idle);
+    inbound.parked.store(false, Ordering::Relaxed);
+    ready()
+}
+
 fn run(
     mut engine: Engine,
     mut journal: Journal,
-    receiver: Receiver<Submission>,
+    inbound: &Inbound,
     ring: Arc<ArrayQueue<Published>>,
+    mut sink: Option<Box<dyn Sink>>,
     config: SequencerConfig,
+    wait: WaitPolicy,
 ) -> Result<Engine, SequencerError> {
-    let mut batch: Vec<(u64, Sequenced)> = Vec::with_capacity(config.max_batch);
-    let mut outcomes: Vec<Published> = Vec::with_capacity(config.max_batch);
+    let max_batch = config.max_batch.max(1);
+    let mut batch: Vec<(u64, Sequenced)> = Vec::with_capacity(max_batch);
+    let mut outcomes: Vec<Published> = Vec::with_capacity(max_batch);
+    let mut follow_up: Vec<(u64, Command)> = Vec::new();
+    let mut follow_now: Vec<(u64, Command)> = Vec::new();
     let mut payload = Vec::with_capacity(256);
     let mut since_snapshot = 0u64;
     loop {
-        // Block for the first command of a batch, then take whatever else is already queued.
-        let first = match receiver.recv_timeout(Duration::from_millis(50)) {
-            Ok(submission) => submission,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
+        if inbound.closed.load(Ordering::SeqCst) && inbound.queue.is_empty() {
+            // Everything submitted has been applied, committed and published.
+            break;
+        }
+        if follow_up.is_empty() && !wait_for_work(inbound, wait) {
+            // Idle timeout: a sink still gets its call, for its timers.
+            if let Some(sink) = sink.as_mut() {
+                sink.publish(&mut outcomes, &mut follow_up);
+            }
+            continue;
+        }
+        inbound.woken.store(false, Ordering::Relaxed);
+        std::mem::swap(&mut follow_now, &mut follow_up);
         let mut time_ms = wall_clock_ms(engine.time_ms());
         let mut next_seq = engine.last_seq() + 1;
         batch.clear();
-        let mut next = Some(first);
-        while let Some(submission) = next {
+        let mut follow = follow_now.drain(..);
+        while let Some((tag, command)) = follow.next().or_else(|| {
+            if batch.len() < max_batch { inbound.queue.pop().map(|s| (s.tag, s.command)) } else { None }
+        }) {
             time_ms = wall_clock_ms(time_ms);
             // Queries are answered but not journalled, so they take no sequence number of their own.
-            let seq = if submission.command.is_query() {
+            let seq = if command.is_query() {
                 next_seq - 1
             } else {
                 next_seq += 1;
                 next_seq - 1
             };
-            batch.push((submission.tag, Sequenced { seq, time_ms, command: submission.command }));
-            next = if batch.len() < config.max_batch { receiver.try_recv().ok() } else { None };
+            batch.push((tag, Sequenced { seq, time_ms, command }));
+        }
+        drop(follow);
+        if batch.is_empty() {
+            // Woken for the sink alone (or to close).
+            if let Some(sink) = sink.as_mut() {
+                sink.publish(&mut outcomes, &mut follow_up);
+            }
+            continue;
         }
         // Journal first, then apply: a command is in the journal before it has any effect.
         outcomes.clear();
@@ -212,8 +421,16 @@ fn run(
             outcomes.push(Published { seq: command.seq, tag, events });
         }
         journal.commit()?;
-        for outcome in outcomes.drain(..) {
-            ring.force_push(outcome);
+        match sink.as_mut() {
+            Some(sink) => {
+                sink.publish(&mut outcomes, &mut follow_up);
+                outcomes.clear();
+            }
+            None => {
+                for outcome in outcomes.drain(..) {
+                    ring.force_push(outcome);
+                }
+            }
         }
         if let Some(every) = config.snapshot_every
             && since_snapshot >= every
@@ -224,4 +441,141 @@ fn run(
     }
     journal.sync()?;
     Ok(engine)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::FlushPolicy;
+    use keel_types::AccountId;
+    use std::sync::Mutex;
+
+    fn start(name: &str, sink: Option<Box<dyn Sink>>) -> (Sequencer, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("keel-sequencer-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (engine, journal, _) = store::recover(&dir, FlushPolicy::Buffered).expect("fresh store");
+        let config = SequencerConfig {
+            queue_capacity: 8,
+            max_batch: 4,
+            ring_capacity: 64,
+            snapshot_every: None,
+            snapshots_kept: 1,
+            store_dir: dir.clone(),
+        };
+        let sequencer = match sink {
+            Some(sink) => Sequencer::start_with_sink(engine, journal, config, WaitPolicy::default(), sink),
+            None => Sequencer::start(engine, journal, config),
+        };
+        (sequencer, dir)
+    }
+
+    /// Records what it is given; asks for one follow-up query after the first outcome.
+    struct Recorder {
+        seen: Arc<Mutex<Vec<(u64, u64)>>>,
+        calls: Arc<Mutex<u64>>,
+        asked: bool,
+    }
+
+    impl Sink for Recorder {
+        fn publish(&mut self, outcomes: &mut Vec<Published>, follow_up: &mut Vec<(u64, Command)>) {
+            *self.calls.lock().expect("lock") += 1;
+            for outcome in outcomes.drain(..) {
+                self.seen.lock().expect("lock").push((outcome.tag, outcome.seq));
+            }
+            if !self.asked && !self.seen.lock().expect("lock").is_empty() {
+                self.asked = true;
+                follow_up.push((999, Command::Digest));
+            }
+        }
+    }
+
+    fn wait_until(mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn the_ring_gets_every_outcome_in_order_and_shutdown_applies_everything_queued() {
+        let (sequencer, dir) = start("ring", None);
+        for account in 1..=20u32 {
+            sequencer
+                .submit(
+                    u64::from(account),
+                    Command::OpenAccount { account: AccountId(account) },
+                    Backpressure::Wait,
+                )
+                .expect("queued");
+        }
+        let mut tags = Vec::new();
+        wait_until(|| {
+            while let Some(outcome) = sequencer.poll() {
+                tags.push(outcome.tag);
+            }
+            tags.len() == 20
+        });
+        assert_eq!(tags, (1..=20).collect::<Vec<u64>>());
+        let engine = sequencer.shutdown().expect("clean");
+        assert_eq!(engine.last_seq(), 20);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_sink_sees_every_outcome_on_the_sequencer_thread_and_its_follow_ups_run_next() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let calls = Arc::new(Mutex::new(0));
+        let sink = Recorder { seen: Arc::clone(&seen), calls: Arc::clone(&calls), asked: false };
+        let (sequencer, dir) = start("sink", Some(Box::new(sink)));
+        for account in 1..=10u32 {
+            sequencer
+                .submit(
+                    u64::from(account),
+                    Command::OpenAccount { account: AccountId(account) },
+                    Backpressure::Wait,
+                )
+                .expect("queued");
+        }
+        wait_until(|| seen.lock().expect("lock").len() == 11);
+        assert!(sequencer.poll().is_none(), "the ring stays empty with a sink");
+        let seen = seen.lock().expect("lock").clone();
+        let opened: Vec<(u64, u64)> = seen.iter().copied().filter(|(tag, _)| *tag != 999).collect();
+        assert_eq!(
+            opened,
+            (1..=10).map(|i| (i, i)).collect::<Vec<_>>(),
+            "in order, one sequence number each"
+        );
+        // The follow-up query took no sequence number of its own.
+        let query = seen.iter().find(|(tag, _)| *tag == 999).expect("the follow-up ran");
+        assert!(query.1 >= 1 && query.1 <= 10);
+        // `wake` gives the sink a call with nothing to publish.
+        let before = *calls.lock().expect("lock");
+        sequencer.wake();
+        wait_until(|| *calls.lock().expect("lock") > before);
+        let engine = sequencer.shutdown().expect("clean");
+        assert_eq!(engine.last_seq(), 10);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_full_queue_hands_the_command_back_and_nothing_is_lost() {
+        let (sequencer, dir) = start("full", None);
+        let mut full = 0;
+        for account in 1..=10_000u32 {
+            match sequencer.submit(
+                0,
+                Command::OpenAccount { account: AccountId(account) },
+                Backpressure::Reject,
+            ) {
+                Ok(()) => {}
+                Err(SubmitError::Full(Command::OpenAccount { .. })) => full += 1,
+                Err(other) => panic!("unexpected {other:?}"),
+            }
+        }
+        // Whether the thread kept up or not, nothing was lost: every command was queued or handed back.
+        let engine = sequencer.shutdown().expect("clean");
+        assert_eq!(engine.last_seq() + full, 10_000);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -167,6 +167,16 @@ pub enum ClientMessage {
         /// Client's request id.
         request: u64,
     },
+    /// A new index (spot) price for a market; only a session logged on as a price feeder may
+    /// send it (a trader's is refused with [`RejectCode::NotAuthorized`]).
+    IndexPrice {
+        /// Client's request id.
+        request: u64,
+        /// The market.
+        market: MarketId,
+        /// The index price, in the market's ticks.
+        price: Price,
+    },
     /// Subscribes to market-data channels of one market.
     Subscribe {
         /// The market.
@@ -194,6 +204,9 @@ pub enum RejectCode {
     Busy,
     /// The engine has stopped.
     Stopped,
+    /// The session's role may not send this request (an index price from a trader, an order
+    /// from a price feeder); it never reached the engine.
+    NotAuthorized,
 }
 
 /// Why the server ends a session; sent in the last frame before it closes the connection.
@@ -330,6 +343,17 @@ pub enum ServerMessage {
         initial_margin: Money,
         /// Maintenance margin.
         maintenance_margin: Money,
+    },
+    /// A funding settlement's payment on this account's position.
+    FundingPayment {
+        /// The market.
+        market: MarketId,
+        /// The rate in parts per 10^8 (positive: longs pay).
+        rate: Rate,
+        /// The price positions were valued at.
+        price: Price,
+        /// Received (positive) or paid (negative), in money.
+        amount: Money,
     },
     /// Keeps an idle connection alive.
     Heartbeat,
@@ -648,6 +672,7 @@ fn reject_code(code: RejectCode) -> (u16, u16) {
         RejectCode::RateLimited => (100, 0),
         RejectCode::Busy => (101, 0),
         RejectCode::Stopped => (102, 0),
+        RejectCode::NotAuthorized => (103, 0),
     }
 }
 
@@ -672,6 +697,7 @@ fn reject_from(reason: u16, detail: u16) -> Result<RejectCode, DecodeError> {
         100 => Ok(RejectCode::RateLimited),
         101 => Ok(RejectCode::Busy),
         102 => Ok(RejectCode::Stopped),
+        103 => Ok(RejectCode::NotAuthorized),
         _ => Err(invalid("reject reason", reason)),
     }
 }
@@ -727,6 +753,7 @@ mod kind {
     pub const AMEND: u8 = 0x12;
     pub const CANCEL_ALL: u8 = 0x13;
     pub const ACCOUNT_QUERY: u8 = 0x14;
+    pub const INDEX_PRICE: u8 = 0x15;
     pub const SUBSCRIBE: u8 = 0x20;
     pub const UNSUBSCRIBE: u8 = 0x21;
 
@@ -742,6 +769,7 @@ mod kind {
     pub const ACCOUNT_UPDATE: u8 = 0x8A;
     pub const SERVER_HEARTBEAT: u8 = 0x8B;
     pub const DISCONNECT: u8 = 0x8C;
+    pub const FUNDING_PAYMENT: u8 = 0x8D;
     pub const DEPTH_SNAPSHOT: u8 = 0xA0;
     pub const DEPTH_UPDATE: u8 = 0xA1;
     pub const TRADE: u8 = 0xA2;
@@ -862,6 +890,13 @@ impl ClientMessage {
             ClientMessage::AccountQuery { request } => {
                 let start = begin(out, kind::ACCOUNT_QUERY);
                 put_u64(out, *request);
+                end(out, start);
+            }
+            ClientMessage::IndexPrice { request, market, price } => {
+                let start = begin(out, kind::INDEX_PRICE);
+                put_u64(out, *request);
+                put_u32(out, market.0);
+                put_i64(out, price.0);
                 end(out, start);
             }
             ClientMessage::Subscribe { market, channels }
@@ -987,6 +1022,14 @@ impl ClientMessage {
                     request,
                     market: (market != ALL_MARKETS).then_some(MarketId(market)),
                 }
+            }
+            kind::INDEX_PRICE => {
+                let mut r = Reader::new("index price", body, 20)?;
+                let request = r.u64()?;
+                let market = MarketId(r.u32()?);
+                let price = Price(r.i64()?);
+                r.finish()?;
+                ClientMessage::IndexPrice { request, market, price }
             }
             kind::ACCOUNT_QUERY => {
                 let mut r = Reader::new("account query", body, 8)?;
@@ -1129,6 +1172,14 @@ impl ServerMessage {
                 for money in [balance, equity, available, initial_margin, maintenance_margin] {
                     put_i64(out, money.0);
                 }
+                end(out, start);
+            }
+            ServerMessage::FundingPayment { market, rate, price, amount } => {
+                let start = begin(out, kind::FUNDING_PAYMENT);
+                put_u32(out, market.0);
+                put_i64(out, rate.0);
+                put_i64(out, price.0);
+                put_i64(out, amount.0);
                 end(out, start);
             }
             ServerMessage::Heartbeat => end_empty(out, kind::SERVER_HEARTBEAT),
@@ -1347,6 +1398,15 @@ impl ServerMessage {
                     initial_margin,
                     maintenance_margin,
                 }
+            }
+            kind::FUNDING_PAYMENT => {
+                let mut r = Reader::new("funding payment", body, 28)?;
+                let market = MarketId(r.u32()?);
+                let rate = Rate(r.i64()?);
+                let price = Price(r.i64()?);
+                let amount = Money(r.i64()?);
+                r.finish()?;
+                ServerMessage::FundingPayment { market, rate, price, amount }
             }
             kind::SERVER_HEARTBEAT => {
                 Reader::new("heartbeat", body, 0)?.finish()?;

@@ -61,6 +61,20 @@ pub struct MarketEntry {
     /// Index price (ticks) sent once at setup so the market has a mark from the start.
     #[serde(default)]
     pub index_price: Option<i64>,
+    /// Funding interval in milliseconds, replacing the preset's (8 hours) when given.
+    #[serde(default)]
+    pub funding_interval_ms: Option<u64>,
+}
+
+impl MarketEntry {
+    /// The listing: the preset under this id, with the configured overrides.
+    pub fn spec(&self) -> Option<MarketSpec> {
+        let mut spec = preset(&self.preset, self.id)?;
+        if let Some(interval) = self.funding_interval_ms {
+            spec.margin.funding.interval_ms = interval;
+        }
+        Some(spec)
+    }
 }
 
 /// An account that may log on.
@@ -74,6 +88,16 @@ pub struct AccountEntry {
     /// Settlement-asset deposit at setup, in whole USD.
     #[serde(default)]
     pub deposit: i64,
+}
+
+/// A price feeder that may log on: its sessions send index prices instead of orders.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeederEntry {
+    /// The id it logs on with (in the logon's account field; must not be an account's id).
+    pub id: u32,
+    /// The logon key (at most 32 bytes of UTF-8).
+    pub key: String,
 }
 
 /// Per-session limits.
@@ -127,10 +151,22 @@ pub struct ServeConfig {
     pub markets: Vec<MarketEntry>,
     /// Accounts allowed to log on.
     pub accounts: Vec<AccountEntry>,
+    /// Index-price feeders allowed to log on.
+    pub feeders: Vec<FeederEntry>,
     /// Per-session limits.
     pub limits: Limits,
     /// Width of a liquidation-heatmap bucket, in ticks.
     pub heatmap_bucket_ticks: i64,
+    /// How long the engine thread keeps polling for commands after the last one before it
+    /// sleeps, in microseconds (0, the default: sleep at once). Polling saves a steady flow the
+    /// thread's wake-up, but on a machine with no idle core (two cores shared with the clients)
+    /// it takes the CPU the readers and clients need and measured slower; an idle exchange sleeps
+    /// either way.
+    pub engine_spin_us: u32,
+    /// Lets engine time pass every this many milliseconds (a journalled `Tick`, which settles
+    /// funding when an interval has elapsed); 0 never does (funding then settles only when the
+    /// operator asks).
+    pub tick_ms: u64,
 }
 
 impl Default for ServeConfig {
@@ -139,12 +175,16 @@ impl Default for ServeConfig {
     }
 }
 
+/// The demo configuration's index-price feeder id.
+pub const DEMO_FEEDER: u32 = 1_000;
+
 /// Port `keel serve` listens on by default.
 pub const DEFAULT_PORT: u16 = 7700;
 
 impl ServeConfig {
     /// The embedded demo: BTC-PERP (id 1) and ETH-PERP (id 2), four accounts with fixed keys and
-    /// one million USD each, listening on 127.0.0.1:7700, journaling to `./keel-data`.
+    /// one million USD each, an index-price feeder (id [`DEMO_FEEDER`]), listening on
+    /// 127.0.0.1:7700, journaling to `./keel-data`.
     pub fn demo() -> ServeConfig {
         ServeConfig {
             host: "127.0.0.1".into(),
@@ -154,14 +194,27 @@ impl ServeConfig {
             snapshot_every: Some(1_000_000),
             insurance_fund: 1_000_000,
             markets: vec![
-                MarketEntry { preset: "BTC-PERP".into(), id: 1, index_price: Some(650_000) },
-                MarketEntry { preset: "ETH-PERP".into(), id: 2, index_price: Some(350_000) },
+                MarketEntry {
+                    preset: "BTC-PERP".into(),
+                    id: 1,
+                    index_price: Some(650_000),
+                    funding_interval_ms: None,
+                },
+                MarketEntry {
+                    preset: "ETH-PERP".into(),
+                    id: 2,
+                    index_price: Some(350_000),
+                    funding_interval_ms: None,
+                },
             ],
             accounts: (1..=4)
                 .map(|id| AccountEntry { id, key: format!("keel-demo-key-{id}"), deposit: 1_000_000 })
                 .collect(),
+            feeders: vec![FeederEntry { id: DEMO_FEEDER, key: "keel-demo-feeder".into() }],
             limits: Limits::default(),
             heatmap_bucket_ticks: 1_000,
+            engine_spin_us: 0,
+            tick_ms: 1_000,
         }
     }
 
@@ -186,6 +239,9 @@ impl ServeConfig {
             if preset(&market.preset, market.id).is_none() {
                 return invalid(format!("unknown market preset {:?}", market.preset));
             }
+            if market.funding_interval_ms == Some(0) {
+                return invalid(format!("market {}: funding_interval_ms must be positive", market.id));
+            }
             if self.markets[..i].iter().any(|m| m.id == market.id) {
                 return invalid(format!("market id {} is listed twice", market.id));
             }
@@ -199,6 +255,16 @@ impl ServeConfig {
             }
             if self.accounts[..i].iter().any(|a| a.id == account.id) {
                 return invalid(format!("account id {} is listed twice", account.id));
+            }
+        }
+        for (i, feeder) in self.feeders.iter().enumerate() {
+            if feeder.key.is_empty() || feeder.key.len() > crate::codec::KEY_LEN {
+                return invalid(format!("feeder {}: key must be 1 to 32 bytes", feeder.id));
+            }
+            if self.accounts.iter().any(|a| a.id == feeder.id)
+                || self.feeders[..i].iter().any(|f| f.id == feeder.id)
+            {
+                return invalid(format!("feeder id {} is listed twice or is an account's id", feeder.id));
             }
         }
         if self.insurance_fund < 0 || self.insurance_fund.checked_mul(Money::SCALE).is_none() {
@@ -222,7 +288,7 @@ impl ServeConfig {
     pub fn setup_commands(&self) -> Vec<Command> {
         let mut commands = Vec::new();
         for market in &self.markets {
-            if let Some(spec) = preset(&market.preset, market.id) {
+            if let Some(spec) = market.spec() {
                 commands.push(Command::CreateMarket(Box::new(spec)));
             }
             if self.insurance_fund > 0 {

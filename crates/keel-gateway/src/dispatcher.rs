@@ -1,11 +1,14 @@
-//! The dispatcher thread: reads every published outcome from the sequencer's ring, in order, and
-//! turns it into messages — acks and rejects for the session that asked, private notices for the
-//! accounts an event names (both sides of a fill), and market data for subscribers.
+//! The dispatcher: turns every published outcome, in order, into messages — acks and rejects for
+//! the session that asked, private notices for the accounts an event names (both sides of a fill,
+//! funding payments), and market data for subscribers.
 //!
-//! It is the ring's only consumer and the only owner of the routing tables and the market-data
-//! views; sessions tell it about logons, requests and subscriptions through the control channel,
-//! always before the command concerned is submitted, and it drains that channel before routing
-//! each outcome — so it never meets an outcome it cannot attribute.
+//! It runs on the sequencer thread itself, as its [`Sink`]: right after a batch is committed its
+//! outcomes are encoded into the sessions' outbound buffers and sent with one non-blocking write
+//! per session, so an acknowledgement leaves the process without a hand-off to another thread.
+//! It is the only owner of the routing tables and the market-data views, so none of them needs a
+//! lock. Sessions tell it about logons and subscriptions through the control channel (then wake
+//! the sequencer), and about each request through their own request queue, always before the
+//! command concerned is submitted — so it never meets an outcome it cannot attribute.
 
 use crate::codec::{LiquidationNotice, LiquidationStep, RejectCode, ServerMessage, channel};
 use crate::config::ServeConfig;
@@ -13,15 +16,15 @@ use crate::depth::{DepthView, LevelChange};
 use crate::outbound::{Outbound, Push};
 use crate::server::{DISPATCHER_SESSION, OPERATOR_SESSION, Stats};
 use crossbeam::channel::{Receiver, Sender};
-use crossbeam::queue::ArrayQueue;
-use keel_engine::sequencer::{Backpressure, Published, Sequencer};
+use crossbeam::queue::SegQueue;
+use keel_engine::sequencer::{Published, Sink};
 use keel_engine::{Command, Event, PlaceOrder};
 use keel_liquidation::LiquidationEvent;
 use keel_margin::{LiquidationTarget, Liquidity};
 use keel_types::{AccountId, BookEvent, MarketId, Money, OrderId, Price, Qty, Side};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// What a session's request was, for its ack.
@@ -35,16 +38,27 @@ pub(crate) enum RequestKind {
     Other,
 }
 
+/// One request a session submitted, in its queue until the outcome comes back.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Request {
+    /// The low half of the submission's tag (the session's own counter).
+    pub(crate) number: u32,
+    /// The client's request id.
+    pub(crate) request: u64,
+    /// What it was.
+    pub(crate) kind: RequestKind,
+}
+
+/// A session's requests in submission order. The session pushes before it submits; the
+/// dispatcher pops when the outcome arrives (a request that was never submitted is skipped).
+pub(crate) type Requests = Arc<SegQueue<Request>>;
+
 /// What sessions and the operator tell the dispatcher.
 pub(crate) enum Control {
-    /// A session logged on.
-    Register { session: u32, account: AccountId, out: Arc<Outbound> },
+    /// A session logged on (as an account, or as a price feeder when `account` is `None`).
+    Register { session: u32, account: Option<AccountId>, out: Arc<Outbound>, requests: Requests },
     /// A session ended.
     Unregister { session: u32 },
-    /// A request is about to be submitted under `tag`.
-    Pending { tag: u64, request: u64, kind: RequestKind },
-    /// A request under `tag` was not submitted after all.
-    Forget { tag: u64 },
     /// Market-data subscription.
     Subscribe { session: u32, market: MarketId, channels: u8 },
     /// Market-data unsubscription.
@@ -54,8 +68,9 @@ pub(crate) enum Control {
 }
 
 struct SessionRoute {
-    account: AccountId,
+    account: Option<AccountId>,
     out: Arc<Outbound>,
+    requests: Requests,
 }
 
 struct Pending {
@@ -68,6 +83,8 @@ struct Pending {
 enum Internal {
     Depth(MarketId),
     Heatmap,
+    /// A `Tick`: its events (funding settlements) are routed like any other outcome's.
+    Tick,
 }
 
 struct MarketState {
@@ -83,16 +100,12 @@ const HEATMAP_EVERY: Duration = Duration::from_secs(1);
 /// Levels per side in a snapshot sent to a new subscriber.
 const SNAPSHOT_LEVELS: usize = crate::codec::MAX_SNAPSHOT_LEVELS;
 
-/// The dispatcher's state; runs on its own thread.
+/// The dispatcher's state; runs on the sequencer thread as its [`Sink`].
 pub(crate) struct Dispatcher {
-    sequencer: Arc<Sequencer>,
-    ring: Arc<ArrayQueue<Published>>,
     control: Receiver<Control>,
-    stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
     sessions: HashMap<u32, SessionRoute>,
     by_account: HashMap<AccountId, Vec<u32>>,
-    pending: HashMap<u64, Pending>,
     operator: HashMap<u64, (Option<PlaceOrder>, Sender<Vec<Event>>)>,
     internal: HashMap<u64, Internal>,
     next_internal: u32,
@@ -101,16 +114,44 @@ pub(crate) struct Dispatcher {
     touched: Vec<u32>,
     changes: Vec<LevelChange>,
     last_seq: u64,
+    next_resync: Instant,
+    next_heatmap: Instant,
+    tick_every: Option<Duration>,
+    next_tick: Instant,
+}
+
+impl Sink for Dispatcher {
+    fn publish(&mut self, outcomes: &mut Vec<Published>, follow_up: &mut Vec<(u64, Command)>) {
+        self.drain_control();
+        for published in outcomes.drain(..) {
+            self.handle(published);
+        }
+        self.flush_touched();
+        let now = Instant::now();
+        if now >= self.next_resync {
+            self.next_resync = now + RESYNC_EVERY;
+            let ids: Vec<MarketId> = self.markets.keys().copied().collect();
+            ids.into_iter().for_each(|m| self.query_depth(m, follow_up));
+        } else if self.markets.values().any(|m| m.depth.stale && !m.depth_in_flight) {
+            let stale: Vec<MarketId> =
+                self.markets.iter().filter(|(_, m)| m.depth.stale).map(|(id, _)| *id).collect();
+            stale.into_iter().for_each(|m| self.query_depth(m, follow_up));
+        }
+        if now >= self.next_heatmap {
+            self.next_heatmap = now + HEATMAP_EVERY;
+            self.start_heatmap_round(follow_up);
+        }
+        if let Some(every) = self.tick_every
+            && now >= self.next_tick
+        {
+            self.next_tick = now + every;
+            self.submit_internal(Command::Tick, Internal::Tick, follow_up);
+        }
+    }
 }
 
 impl Dispatcher {
-    pub(crate) fn new(
-        sequencer: Arc<Sequencer>,
-        control: Receiver<Control>,
-        stop: Arc<AtomicBool>,
-        stats: Arc<Stats>,
-        config: &ServeConfig,
-    ) -> Dispatcher {
+    pub(crate) fn new(control: Receiver<Control>, stats: Arc<Stats>, config: &ServeConfig) -> Dispatcher {
         let markets = config
             .markets
             .iter()
@@ -127,15 +168,12 @@ impl Dispatcher {
                 ))
             })
             .collect();
+        let now = Instant::now();
         Dispatcher {
-            ring: sequencer.events(),
-            sequencer,
             control,
-            stop,
             stats,
             sessions: HashMap::new(),
             by_account: HashMap::new(),
-            pending: HashMap::new(),
             operator: HashMap::new(),
             internal: HashMap::new(),
             next_internal: 0,
@@ -144,75 +182,23 @@ impl Dispatcher {
             touched: Vec::new(),
             changes: Vec::new(),
             last_seq: 0,
+            next_resync: now,
+            next_heatmap: now,
+            tick_every: (config.tick_ms > 0).then(|| Duration::from_millis(config.tick_ms)),
+            next_tick: now,
         }
     }
 
-    pub(crate) fn run(mut self) {
-        let mut idle = 0u32;
-        let mut next_resync = Instant::now();
-        let mut next_heatmap = Instant::now();
-        while !self.stop.load(Ordering::Relaxed) {
-            let mut worked = self.drain_control();
-            let mut batch = 0;
-            while let Some(published) = self.ring.pop() {
-                self.drain_control();
-                self.handle(published);
-                batch += 1;
-                if batch == 512 {
-                    break;
-                }
-            }
-            worked |= batch > 0;
-            self.wake_touched();
-            let now = Instant::now();
-            if now >= next_resync {
-                next_resync = now + RESYNC_EVERY;
-                let ids: Vec<MarketId> = self.markets.keys().copied().collect();
-                ids.into_iter().for_each(|m| self.query_depth(m));
-            } else {
-                let stale: Vec<MarketId> =
-                    self.markets.iter().filter(|(_, m)| m.depth.stale).map(|(id, _)| *id).collect();
-                stale.into_iter().for_each(|m| self.query_depth(m));
-            }
-            if now >= next_heatmap {
-                next_heatmap = now + HEATMAP_EVERY;
-                self.start_heatmap_round();
-            }
-            if worked {
-                idle = 0;
-            } else {
-                // Poll hard while traffic flows (latency), back off to sleeping when it stops
-                // (an idle exchange should not burn a core).
-                idle = idle.saturating_add(1);
-                if idle < 64 {
-                    std::hint::spin_loop();
-                } else if idle < 256 {
-                    std::thread::yield_now();
-                } else if idle < 20_000 {
-                    std::thread::sleep(Duration::from_micros(20));
-                } else {
-                    std::thread::sleep(Duration::from_micros(500));
-                }
-            }
-        }
-    }
-
-    fn drain_control(&mut self) -> bool {
-        let mut any = false;
+    fn drain_control(&mut self) {
         while let Ok(control) = self.control.try_recv() {
-            any = true;
             match control {
-                Control::Register { session, account, out } => {
-                    self.sessions.insert(session, SessionRoute { account, out });
-                    self.by_account.entry(account).or_default().push(session);
+                Control::Register { session, account, out, requests } => {
+                    self.sessions.insert(session, SessionRoute { account, out, requests });
+                    if let Some(account) = account {
+                        self.by_account.entry(account).or_default().push(session);
+                    }
                 }
                 Control::Unregister { session } => self.remove_session(session),
-                Control::Pending { tag, request, kind } => {
-                    self.pending.insert(tag, Pending { session: (tag >> 32) as u32, request, kind });
-                }
-                Control::Forget { tag } => {
-                    self.pending.remove(&tag);
-                }
                 Control::Subscribe { session, market, channels } => self.subscribe(session, market, channels),
                 Control::Unsubscribe { session, market, channels } => {
                     if let Some(state) = self.markets.get_mut(&market) {
@@ -227,19 +213,18 @@ impl Dispatcher {
                 }
             }
         }
-        any
     }
 
     fn remove_session(&mut self, session: u32) {
         if let Some(route) = self.sessions.remove(&session)
-            && let Some(list) = self.by_account.get_mut(&route.account)
+            && let Some(account) = route.account
+            && let Some(list) = self.by_account.get_mut(&account)
         {
             list.retain(|s| *s != session);
         }
         for state in self.markets.values_mut() {
             state.subscribers.retain(|(s, _)| *s != session);
         }
-        self.pending.retain(|_, p| p.session != session);
     }
 
     fn subscribe(&mut self, session: u32, market: MarketId, channels: u8) {
@@ -293,40 +278,42 @@ impl Dispatcher {
         }
     }
 
-    fn wake_touched(&mut self) {
-        self.touched.sort_unstable();
-        self.touched.dedup();
+    /// Sends every session that got messages in this batch what it got: one non-blocking write
+    /// each, from this thread.
+    fn flush_touched(&mut self) {
+        if self.touched.len() > 1 {
+            self.touched.sort_unstable();
+            self.touched.dedup();
+        }
         for session in self.touched.drain(..) {
             if let Some(route) = self.sessions.get(&session) {
-                route.out.wake();
+                route.out.flush();
             }
         }
     }
 
-    fn submit_internal(&mut self, command: Command, purpose: Internal) -> bool {
+    fn submit_internal(&mut self, command: Command, purpose: Internal, follow_up: &mut Vec<(u64, Command)>) {
         self.next_internal = self.next_internal.wrapping_add(1);
         let tag = (u64::from(DISPATCHER_SESSION) << 32) | u64::from(self.next_internal);
-        if self.sequencer.submit(tag, command, Backpressure::Reject).is_ok() {
-            self.internal.insert(tag, purpose);
-            true
-        } else {
-            false
-        }
+        follow_up.push((tag, command));
+        self.internal.insert(tag, purpose);
     }
 
-    fn query_depth(&mut self, market: MarketId) {
-        let in_flight = self.markets.get(&market).is_none_or(|m| m.depth_in_flight);
-        if !in_flight
-            && self.submit_internal(Command::Depth { market, levels: u32::MAX }, Internal::Depth(market))
-            && let Some(state) = self.markets.get_mut(&market)
-        {
+    fn query_depth(&mut self, market: MarketId, follow_up: &mut Vec<(u64, Command)>) {
+        let Some(state) = self.markets.get_mut(&market) else { return };
+        if !state.depth_in_flight {
             state.depth_in_flight = true;
+            self.submit_internal(
+                Command::Depth { market, levels: u32::MAX },
+                Internal::Depth(market),
+                follow_up,
+            );
         }
     }
 
     /// Asks the engine for the heatmap of every market someone watches; the answer comes from the
     /// maintenance index, so it costs the engine one pass over that market's indexed positions.
-    fn start_heatmap_round(&mut self) {
+    fn start_heatmap_round(&mut self, follow_up: &mut Vec<(u64, Command)>) {
         let bucket_ticks = self.heatmap_bucket_ticks;
         let watched: Vec<MarketId> = self
             .markets
@@ -335,7 +322,7 @@ impl Dispatcher {
             .map(|(id, _)| *id)
             .collect();
         for market in watched {
-            self.submit_internal(Command::Heatmap { market, bucket_ticks }, Internal::Heatmap);
+            self.submit_internal(Command::Heatmap { market, bucket_ticks }, Internal::Heatmap, follow_up);
         }
     }
 
@@ -352,8 +339,10 @@ impl Dispatcher {
         let session = (published.tag >> 32) as u32;
         let mut place = None;
         if session == DISPATCHER_SESSION {
-            if let Some(purpose) = self.internal.remove(&published.tag) {
-                self.handle_internal(purpose, &published.events);
+            match self.internal.remove(&published.tag) {
+                Some(Internal::Tick) => self.route(&published.events, None),
+                Some(purpose) => self.handle_internal(purpose, &published.events),
+                None => {}
             }
             return;
         }
@@ -363,7 +352,7 @@ impl Dispatcher {
                 place = operator_place;
                 reply = Some(sender);
             }
-        } else if let Some(pending) = self.pending.remove(&published.tag) {
+        } else if let Some(pending) = self.take_request(session, published.tag as u32) {
             if let RequestKind::Place(order) = pending.kind {
                 place = Some(order);
             }
@@ -373,6 +362,18 @@ impl Dispatcher {
         if let Some(reply) = reply {
             let _ = reply.send(published.events);
         }
+    }
+
+    /// The request of `session` numbered `number`: requests come back in submission order, so
+    /// entries before it belong to requests that were never submitted (the engine was busy).
+    fn take_request(&mut self, session: u32, number: u32) -> Option<Pending> {
+        let route = self.sessions.get(&session)?;
+        while let Some(entry) = route.requests.pop() {
+            if entry.number == number {
+                return Some(Pending { session, request: entry.request, kind: entry.kind });
+            }
+        }
+        None
     }
 
     fn handle_internal(&mut self, purpose: Internal, events: &[Event]) {
@@ -392,6 +393,7 @@ impl Dispatcher {
                     }
                 }
             }
+            Internal::Tick => self.route(events, None),
             Internal::Heatmap => {
                 for event in events {
                     if let Event::Heatmap { market, buckets } = event {
@@ -489,9 +491,21 @@ impl Dispatcher {
                     let message = ServerMessage::MarkPrice { market: *market, index: *index, mark: *mark };
                     self.publish(*market, channel::PRICES, &message);
                 }
-                Event::Funding { market, rate, price, .. } => {
+                Event::Funding { market, rate, price, payments } => {
                     let message = ServerMessage::Funding { market: *market, rate: *rate, price: *price };
                     self.publish(*market, channel::PRICES, &message);
+                    for (account, amount) in payments {
+                        if !self.by_account.contains_key(account) {
+                            continue;
+                        }
+                        let payment = ServerMessage::FundingPayment {
+                            market: *market,
+                            rate: *rate,
+                            price: *price,
+                            amount: *amount,
+                        };
+                        self.send_account(*account, &payment);
+                    }
                 }
                 Event::Liquidation(event) => {
                     self.liquidation_event(event, &mut changes, &mut touched_markets);

@@ -15,6 +15,7 @@ mod outbound;
 pub mod serve;
 pub mod server;
 pub mod signal;
+mod sys;
 
 pub use codec::{ClientMessage, DecodeError, ServerMessage};
 pub use config::ServeConfig;

@@ -1,13 +1,20 @@
-//! A session's bounded outbound buffer and the writer thread that drains it to the socket.
+//! A session's bounded outbound buffer, written to the socket directly by whoever fills it, with a
+//! writer thread for the rest.
 //!
-//! Producers (the dispatcher, the session's reader) append encoded frames under a short lock and
-//! wake the writer; the writer swaps the whole buffer out and writes it in one system call, which
-//! batches frames under load. The buffer is bounded in bytes: a producer that would overflow it
-//! marks the session as a slow consumer instead of waiting, so a client that does not read can
-//! never stall the dispatcher, the engine or any other session.
+//! Producers (the dispatcher on the sequencer thread, the session's reader) append encoded frames
+//! under a short lock and then [`Outbound::flush`]: a non-blocking send of everything buffered, in
+//! one system call, straight from the producing thread — so an acknowledgement leaves the engine's
+//! thread without waking any other. Whatever the socket does not take at once (a client that reads
+//! slowly) stays buffered and becomes the session writer thread's job: it waits until the socket is
+//! writable, writes the backlog, and hands the socket back. While it holds a backlog, producers only
+//! append, so frames never overtake each other.
+//!
+//! The buffer is bounded in bytes: a producer that would overflow it marks the session as a slow
+//! consumer instead of waiting, so a client that does not read can never stall the dispatcher, the
+//! engine or any other session. The writer thread also sends heartbeats and the final disconnect.
 
 use crate::codec::{DisconnectReason, ServerMessage};
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -15,10 +22,14 @@ use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 /// Buffered frames plus the reason the session is ending, if it is.
-#[derive(Default)]
 struct Pending {
     bytes: Vec<u8>,
     closing: Option<(DisconnectReason, String)>,
+    /// The writer thread owns the socket's write side (it is writing a backlog): producers only
+    /// append.
+    backlog: bool,
+    /// When bytes last went out (for heartbeats).
+    last_write: Instant,
 }
 
 /// What became of a pushed message.
@@ -37,16 +48,25 @@ pub struct Outbound {
     pending: Mutex<Pending>,
     limit: usize,
     writer: OnceLock<Thread>,
+    /// The socket producers send to directly.
+    socket: TcpStream,
     closed: AtomicBool,
 }
 
 impl Outbound {
-    /// An empty buffer that holds at most `limit` bytes.
-    pub fn new(limit: usize) -> Outbound {
+    /// An empty buffer that holds at most `limit` bytes; [`Outbound::flush`] sends straight to
+    /// `socket` (a clone of the writer's).
+    pub fn new(limit: usize, socket: TcpStream) -> Outbound {
         Outbound {
-            pending: Mutex::new(Pending::default()),
+            pending: Mutex::new(Pending {
+                bytes: Vec::with_capacity(16 * 1024),
+                closing: None,
+                backlog: false,
+                last_write: Instant::now(),
+            }),
             limit,
             writer: OnceLock::new(),
+            socket,
             closed: AtomicBool::new(false),
         }
     }
@@ -57,7 +77,7 @@ impl Outbound {
     }
 
     /// Appends one message, or ends the session as a slow consumer when the buffer would exceed
-    /// its limit. Does not wake the writer: call [`Outbound::wake`] after a batch.
+    /// its limit. Does not send: call [`Outbound::flush`] after a batch.
     pub fn push(&self, message: &ServerMessage) -> Push {
         let mut pending = self.lock();
         if pending.closing.is_some() {
@@ -76,6 +96,43 @@ impl Outbound {
             return Push::Overflowed;
         }
         Push::Queued
+    }
+
+    /// Sends what is buffered: directly, without blocking, when the socket takes it; otherwise
+    /// (or for what it does not take) by waking the writer thread.
+    pub fn flush(&self) {
+        let mut pending = self.lock();
+        if pending.bytes.is_empty() {
+            return;
+        }
+        if pending.backlog || pending.closing.is_some() {
+            drop(pending);
+            self.wake();
+            return;
+        }
+        let socket = &self.socket;
+        let mut written = 0;
+        let total = pending.bytes.len();
+        while written < total {
+            match crate::sys::send_nonblocking(socket, &pending.bytes[written..total]) {
+                Ok(0) => break,
+                Ok(n) => written += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                // Would block, or failed: the writer thread takes over (and reports a failure).
+                Err(_) => break,
+            }
+        }
+        if written > 0 {
+            pending.last_write = Instant::now();
+        }
+        if written == total {
+            pending.bytes.clear();
+            return;
+        }
+        pending.bytes.drain(..written);
+        pending.backlog = true;
+        drop(pending);
+        self.wake();
     }
 
     /// Ends the session after the queued frames, with a final disconnect frame giving `reason`.
@@ -100,38 +157,34 @@ impl Outbound {
         }
     }
 
-    /// Runs the writer on the current thread until the session ends; writes a heartbeat when
-    /// nothing was sent for `heartbeat`. Returns why the session ended.
+    /// Runs the writer on the current thread until the session ends: writes backlogs, a heartbeat
+    /// when nothing was sent for `heartbeat`, and the final disconnect. Returns why the session
+    /// ended.
     pub fn run_writer(&self, mut socket: TcpStream, heartbeat: Duration) -> (DisconnectReason, String) {
         let _ = self.writer.set(std::thread::current());
         let mut out = Vec::with_capacity(64 * 1024);
-        let mut last_write = Instant::now();
         loop {
-            let closing = {
+            let (closing, idle_for) = {
                 let mut pending = self.lock();
-                std::mem::swap(&mut out, &mut pending.bytes);
-                pending.closing.clone()
-            };
-            if out.is_empty() && closing.is_none() && last_write.elapsed() >= heartbeat {
-                ServerMessage::Heartbeat.encode_into(&mut out);
-            }
-            if !out.is_empty() {
-                if socket.write_all(&out).is_err() {
-                    self.closed.store(true, Ordering::Release);
-                    let _ = socket.shutdown(Shutdown::Both);
-                    let (reason, text) = closing.unwrap_or((DisconnectReason::Shutdown, String::new()));
-                    return (reason, format!("{text} (connection lost while writing)"));
+                let closing = pending.closing.clone();
+                if closing.is_none() && pending.bytes.is_empty() && pending.last_write.elapsed() >= heartbeat
+                {
+                    ServerMessage::Heartbeat.encode_into(&mut pending.bytes);
                 }
-                out.clear();
-                last_write = Instant::now();
-            }
+                if closing.is_none() && !pending.bytes.is_empty() {
+                    // Producers only append until this backlog is written.
+                    std::mem::swap(&mut out, &mut pending.bytes);
+                    pending.backlog = true;
+                }
+                (closing, pending.last_write.elapsed())
+            };
             if let Some((reason, text)) = closing {
-                // Frames queued after the swap are still delivered before the final frame.
+                // Frames queued before the close are still delivered before the final frame.
                 let mut pending = self.lock();
                 out.append(&mut pending.bytes);
                 drop(pending);
                 ServerMessage::Disconnect { reason, text: text.clone() }.encode_into(&mut out);
-                let _ = socket.write_all(&out);
+                let _ = write_blocking(&mut socket, &out);
                 let _ = socket.flush();
                 self.closed.store(true, Ordering::Release);
                 // Write side only: the reader drains what the client still sends, so the close
@@ -139,9 +192,30 @@ impl Outbound {
                 let _ = socket.shutdown(Shutdown::Write);
                 return (reason, text);
             }
-            std::thread::park_timeout(
-                heartbeat.saturating_sub(last_write.elapsed()).max(Duration::from_millis(1)),
-            );
+            if !out.is_empty() {
+                if write_blocking(&mut socket, &out).is_err() {
+                    self.closed.store(true, Ordering::Release);
+                    let _ = socket.shutdown(Shutdown::Both);
+                    let closing = self.lock().closing.clone();
+                    let (reason, text) = closing.unwrap_or((DisconnectReason::Shutdown, String::new()));
+                    return (reason, format!("{text} (connection lost while writing)"));
+                }
+                out.clear();
+                let mut pending = self.lock();
+                pending.last_write = Instant::now();
+                if pending.bytes.is_empty() {
+                    // Caught up: producers may send directly again.
+                    pending.backlog = false;
+                }
+                continue;
+            }
+            std::thread::park_timeout(heartbeat.saturating_sub(idle_for).max(Duration::from_millis(1)));
         }
     }
+}
+
+/// Writes all of `bytes` with blocking writes; the socket's write timeout (the idle timeout)
+/// bounds how long a client that does not read can hold the writer.
+fn write_blocking(socket: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    socket.write_all(bytes)
 }

@@ -28,6 +28,9 @@ pub fn run(options: ServeOptions, out: &mut dyn Write) -> Result<(), GatewayErro
     for account in &config.accounts {
         let _ = writeln!(out, "keel: account {} key {}", account.id, account.key);
     }
+    for feeder in &config.feeders {
+        let _ = writeln!(out, "keel: index-price feeder {} key {}", feeder.id, feeder.key);
+    }
     let _ =
         writeln!(out, "keel: listening on {} (protocol: docs/protocol.md); Ctrl-C stops", server.address());
     let _ = out.flush();

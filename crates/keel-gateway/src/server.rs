@@ -1,19 +1,25 @@
 //! The TCP server: an acceptor thread, one reader and one writer thread per session, and the
-//! dispatcher thread that turns the engine's published outcomes into messages for sessions.
+//! dispatcher that turns the engine's published outcomes into messages for sessions — running on
+//! the sequencer thread itself, as its sink.
 //!
-//! A session's reader decodes frames, checks logon, rate-limits, stamps the session's account on
-//! every command (the client never names the account it acts for) and submits to the sequencer
-//! without waiting for the outcome. Everything the engine reports comes back through the
-//! dispatcher, which alone owns the routing tables and the market-data views, so none of them needs
-//! a lock.
+//! A session's reader decodes every frame one read brought, checks logon and the session's role,
+//! rate-limits, stamps the session's account on every command (the client never names the account
+//! it acts for) and submits to the sequencer without waiting for the outcome. Everything the
+//! engine reports comes back through the dispatcher, which alone owns the routing tables and the
+//! market-data views, so none of them needs a lock, and which writes each session's messages of a
+//! batch with one non-blocking send. The order path therefore crosses one thread boundary
+//! (reader → sequencer); the writer threads only carry backlogs, heartbeats and disconnects.
 
 use crate::codec::{ClientMessage, DisconnectReason, KEY_LEN, RejectCode, ServerMessage};
 use crate::config::{ConfigError, Limits, ServeConfig};
-use crate::dispatcher::{Control, Dispatcher, RequestKind};
+use crate::dispatcher::{Control, Dispatcher, Request, RequestKind, Requests};
 use crate::outbound::{Outbound, Push};
 use crossbeam::channel::{self, Sender};
+use crossbeam::queue::SegQueue;
 use keel_engine::journal::Journal;
-use keel_engine::sequencer::{Backpressure, Sequencer, SequencerConfig, SequencerError, SubmitError};
+use keel_engine::sequencer::{
+    Backpressure, Sequencer, SequencerConfig, SequencerError, SubmitError, WaitPolicy,
+};
 use keel_engine::store::{self, StoreError};
 use keel_engine::{Command, Engine, Event, PlaceOrder};
 use keel_types::AccountId;
@@ -79,13 +85,24 @@ pub struct Stats {
     pub commands: AtomicU64,
     /// Requests refused by the rate limiter.
     pub rate_limited: AtomicU64,
+    /// Requests refused because the session's role may not send them.
+    pub unauthorized: AtomicU64,
+}
+
+/// What a logged-on session may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Trade for one account.
+    Trader,
+    /// Send index prices (and read market data).
+    Feeder,
 }
 
 /// What every thread of the server shares.
 pub(crate) struct Shared {
     pub(crate) sequencer: Arc<Sequencer>,
     pub(crate) control: Sender<Control>,
-    keys: HashMap<AccountId, [u8; KEY_LEN]>,
+    keys: HashMap<u32, ([u8; KEY_LEN], Role)>,
     pub(crate) limits: Limits,
     pub(crate) stop: AtomicBool,
     pub(crate) stats: Arc<Stats>,
@@ -101,8 +118,6 @@ pub struct Server {
     shared: Option<Arc<Shared>>,
     sequencer: Option<Arc<Sequencer>>,
     acceptor: Option<JoinHandle<()>>,
-    dispatcher: Option<JoinHandle<()>>,
-    dispatcher_stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
     recovery: String,
 }
@@ -125,27 +140,32 @@ impl Server {
         let listener = TcpListener::bind((config.host.as_str(), config.port))?;
         let address = listener.local_addr()?;
         let fresh = engine.last_seq() == 0;
-        let sequencer = Arc::new(Sequencer::start(
+        let (control, control_rx) = channel::unbounded();
+        let stats = Arc::new(Stats::default());
+        let dispatcher = Dispatcher::new(control_rx, Arc::clone(&stats), config);
+        let sequencer = Arc::new(Sequencer::start_with_sink(
             engine,
             journal,
             SequencerConfig {
                 queue_capacity: 1 << 16,
                 max_batch: 1024,
-                ring_capacity: 1 << 17,
+                ring_capacity: 1,
                 snapshot_every: config.snapshot_every,
                 snapshots_kept: 2,
                 store_dir: config.data_dir.clone(),
             },
+            WaitPolicy { spin: Duration::from_micros(config.engine_spin_us.into()), ..WaitPolicy::default() },
+            Box::new(dispatcher),
         ));
+        let operator_tags = AtomicU64::new(0);
         if fresh {
-            apply_setup(&sequencer, config.setup_commands())?;
+            apply_setup(&sequencer, &control, &operator_tags, config.setup_commands())?;
         }
-        let (control, control_rx) = channel::unbounded();
-        let stats = Arc::new(Stats::default());
         let keys = config
             .accounts
             .iter()
-            .map(|a| (AccountId(a.id), crate::codec::key_bytes(&a.key)))
+            .map(|a| (a.id, (crate::codec::key_bytes(&a.key), Role::Trader)))
+            .chain(config.feeders.iter().map(|f| (f.id, (crate::codec::key_bytes(&f.key), Role::Feeder))))
             .collect::<HashMap<_, _>>();
         let shared = Arc::new(Shared {
             sequencer: Arc::clone(&sequencer),
@@ -157,18 +177,8 @@ impl Server {
             next_session: AtomicU32::new(1),
             live: Mutex::new(HashMap::new()),
             session_threads: Mutex::new(Vec::new()),
-            operator_tags: AtomicU64::new(0),
+            operator_tags,
         });
-        let dispatcher_stop = Arc::new(AtomicBool::new(false));
-        let dispatcher = Dispatcher::new(
-            Arc::clone(&sequencer),
-            control_rx,
-            Arc::clone(&dispatcher_stop),
-            Arc::clone(&stats),
-            config,
-        );
-        let dispatcher =
-            std::thread::Builder::new().name("keel-dispatcher".into()).spawn(move || dispatcher.run())?;
         listener.set_nonblocking(true)?;
         let acceptor_shared = Arc::clone(&shared);
         let acceptor = std::thread::Builder::new()
@@ -179,8 +189,6 @@ impl Server {
             shared: Some(shared),
             sequencer: Some(sequencer),
             acceptor: Some(acceptor),
-            dispatcher: Some(dispatcher),
-            dispatcher_stop,
             stats,
             recovery,
         })
@@ -205,15 +213,7 @@ impl Server {
     /// events. Its effects reach sessions and market data like any other command's.
     pub fn operator(&self, command: Command) -> Result<Vec<Event>, GatewayError> {
         let shared = self.shared.as_ref().ok_or(GatewayError::Stopped)?;
-        let tag = (u64::from(OPERATOR_SESSION) << 32)
-            | (shared.operator_tags.fetch_add(1, Ordering::Relaxed) & 0xFFFF_FFFF);
-        let (reply, answer) = channel::bounded(1);
-        let place = match &command {
-            Command::Place(order) => Some(*order),
-            _ => None,
-        };
-        shared.control.send(Control::Operator { tag, place, reply }).map_err(|_| GatewayError::Stopped)?;
-        shared.sequencer.submit(tag, command, Backpressure::Wait).map_err(|_| GatewayError::Stopped)?;
+        let answer = submit_operator(&shared.sequencer, &shared.control, &shared.operator_tags, command)?;
         answer.recv_timeout(Duration::from_secs(10)).map_err(|_| GatewayError::Timeout)
     }
 
@@ -241,10 +241,6 @@ impl Server {
             let _ = thread.join();
         }
         drop(shared);
-        self.dispatcher_stop.store(true, Ordering::SeqCst);
-        if let Some(dispatcher) = self.dispatcher.take() {
-            let _ = dispatcher.join();
-        }
     }
 }
 
@@ -258,29 +254,44 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Submits a command as the operator; its events arrive on the returned channel.
+fn submit_operator(
+    sequencer: &Sequencer,
+    control: &Sender<Control>,
+    tags: &AtomicU64,
+    command: Command,
+) -> Result<channel::Receiver<Vec<Event>>, GatewayError> {
+    let tag = (u64::from(OPERATOR_SESSION) << 32) | (tags.fetch_add(1, Ordering::Relaxed) & 0xFFFF_FFFF);
+    let (reply, answer) = channel::bounded(1);
+    let place = match &command {
+        Command::Place(order) => Some(*order),
+        _ => None,
+    };
+    // Registered before the submit, so the dispatcher knows the tag when the outcome comes.
+    control.send(Control::Operator { tag, place, reply }).map_err(|_| GatewayError::Stopped)?;
+    sequencer.submit(tag, command, Backpressure::Wait).map_err(|_| GatewayError::Stopped)?;
+    Ok(answer)
+}
+
 /// Applies the setup commands of a fresh store and waits until every one is committed.
-fn apply_setup(sequencer: &Sequencer, commands: Vec<Command>) -> Result<(), GatewayError> {
-    let count = commands.len();
-    let mut described = Vec::with_capacity(count);
-    for (tag, command) in commands.into_iter().enumerate() {
-        described.push(format!("{command:?}").chars().take(80).collect::<String>());
-        sequencer.submit(tag as u64, command, Backpressure::Wait).map_err(|_| GatewayError::Stopped)?;
+fn apply_setup(
+    sequencer: &Sequencer,
+    control: &Sender<Control>,
+    tags: &AtomicU64,
+    commands: Vec<Command>,
+) -> Result<(), GatewayError> {
+    let mut waiting = Vec::with_capacity(commands.len());
+    for command in commands {
+        let described = format!("{command:?}").chars().take(80).collect::<String>();
+        waiting.push((described, submit_operator(sequencer, control, tags, command)?));
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut seen = 0;
-    while seen < count {
-        let Some(outcome) = sequencer.poll() else {
-            if Instant::now() > deadline {
-                return Err(GatewayError::Timeout);
-            }
-            std::thread::sleep(Duration::from_micros(200));
-            continue;
-        };
-        seen += 1;
-        for event in &outcome.events {
+    for (command, answer) in waiting {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let events = answer.recv_timeout(left).map_err(|_| GatewayError::Timeout)?;
+        for event in events {
             if let Event::Rejected { message, .. } = event {
-                let command = described.get(outcome.tag as usize).cloned().unwrap_or_default();
-                return Err(GatewayError::Setup { command, message: message.clone() });
+                return Err(GatewayError::Setup { command, message });
             }
         }
     }
@@ -361,7 +372,9 @@ struct Session<'a> {
     shared: &'a Shared,
     id: u32,
     out: Arc<Outbound>,
-    account: Option<AccountId>,
+    /// Who the session logged on as: an account (trader) or a feeder id.
+    logged_on: Option<(u32, Role)>,
+    requests: Requests,
     limiter: RateLimit,
     next_tag: u32,
 }
@@ -384,7 +397,8 @@ fn run_session(shared: Arc<Shared>, id: u32, stream: TcpStream) {
         return;
     };
     lock(&shared.live).insert(id, registry_stream);
-    let out = Arc::new(Outbound::new(limits.outbound_bytes));
+    let Ok(direct_stream) = stream.try_clone() else { return };
+    let out = Arc::new(Outbound::new(limits.outbound_bytes, direct_stream));
     let writer_out = Arc::clone(&out);
     let writer = std::thread::Builder::new()
         .name(format!("keel-writer-{id}"))
@@ -393,7 +407,8 @@ fn run_session(shared: Arc<Shared>, id: u32, stream: TcpStream) {
         shared: &shared,
         id,
         out: Arc::clone(&out),
-        account: None,
+        logged_on: None,
+        requests: Arc::new(SegQueue::new()),
         limiter: RateLimit::new(limits.orders_per_second, limits.burst),
         next_tag: 0,
     };
@@ -402,8 +417,9 @@ fn run_session(shared: Arc<Shared>, id: u32, stream: TcpStream) {
         shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
     }
     out.close(reason, text);
-    if session.account.is_some() {
+    if session.logged_on.is_some() {
         let _ = shared.control.send(Control::Unregister { session: id });
+        shared.sequencer.wake();
     }
     if let Ok(writer) = writer {
         let _ = writer.join();
@@ -483,7 +499,8 @@ impl Session<'_> {
                     }
                 }
             }
-            self.out.wake();
+            // Rejects the reader produced itself (rate limit, busy) go out now.
+            self.out.flush();
             if let Some(end) = ended {
                 return end;
             }
@@ -494,15 +511,16 @@ impl Session<'_> {
 
     /// Handles one message; `Err` ends the session with that reason.
     fn handle(&mut self, message: ClientMessage) -> Result<(), End> {
-        let Some(account) = self.account else {
+        let Some((id, role)) = self.logged_on else {
             return match message {
                 ClientMessage::Logon { account, key } => self.logon(account, key),
                 other => Err((DisconnectReason::NotLoggedOn, format!("{} before logon", name(&other)))),
             };
         };
+        let account = AccountId(id);
         let (request, kind, command) = match message {
             ClientMessage::Logon { .. } => {
-                return Err((DisconnectReason::AlreadyLoggedOn, format!("already logged on as {account}")));
+                return Err((DisconnectReason::AlreadyLoggedOn, format!("already logged on as {id}")));
             }
             ClientMessage::Heartbeat => return Ok(()),
             ClientMessage::Logout => return Err((DisconnectReason::Logout, "logged out".into())),
@@ -515,8 +533,16 @@ impl Session<'_> {
                     Control::Unsubscribe { session: self.id, market, channels }
                 };
                 let _ = self.shared.control.send(control);
+                self.shared.sequencer.wake();
                 return Ok(());
             }
+            ClientMessage::IndexPrice { request, market, price } => {
+                if role != Role::Feeder {
+                    return self.refuse(request);
+                }
+                (request, RequestKind::Other, Command::IndexPrice { market, price })
+            }
+            _ if role != Role::Trader => return self.refuse(request_of(&message)),
             ClientMessage::NewOrder(order) => {
                 let place = PlaceOrder {
                     account,
@@ -552,14 +578,14 @@ impl Session<'_> {
         }
         self.next_tag = self.next_tag.wrapping_add(1);
         let tag = (u64::from(self.id) << 32) | u64::from(self.next_tag);
-        // Registered before the submit, so the dispatcher knows the request when the outcome comes.
-        let _ = self.shared.control.send(Control::Pending { tag, request, kind });
+        // Queued before the submit, so the dispatcher knows the request when the outcome comes.
+        self.requests.push(Request { number: self.next_tag, request, kind });
         match self.shared.sequencer.submit(tag, command, Backpressure::Reject) {
             Ok(()) => {
                 self.shared.stats.commands.fetch_add(1, Ordering::Relaxed);
             }
             Err(error) => {
-                let _ = self.shared.control.send(Control::Forget { tag });
+                // Its queue entry is skipped when the next outcome of this session arrives.
                 let code = match error {
                     SubmitError::Full(_) => RejectCode::Busy,
                     SubmitError::Stopped => RejectCode::Stopped,
@@ -570,24 +596,34 @@ impl Session<'_> {
         Ok(())
     }
 
-    fn logon(&mut self, account: AccountId, key: [u8; KEY_LEN]) -> Result<(), End> {
-        let known = self.shared.keys.get(&account);
+    /// Refuses a request the session's role may not send.
+    fn refuse(&mut self, request: u64) -> Result<(), End> {
+        self.shared.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
+        self.reply(ServerMessage::Reject { request, code: RejectCode::NotAuthorized });
+        Ok(())
+    }
+
+    fn logon(&mut self, id: AccountId, key: [u8; KEY_LEN]) -> Result<(), End> {
+        let known = self.shared.keys.get(&id.0);
         // Compare every byte whatever the outcome, so timing does not reveal a key's prefix.
         let matches =
-            known.is_some_and(|k| k.iter().zip(key.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0);
-        if !matches {
-            return Err((DisconnectReason::BadCredentials, format!("logon refused for account {account}")));
-        }
-        self.account = Some(account);
+            known.is_some_and(|(k, _)| k.iter().zip(key.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0);
+        let (true, Some((_, role))) = (matches, known) else {
+            return Err((DisconnectReason::BadCredentials, format!("logon refused for account {id}")));
+        };
+        self.logged_on = Some((id.0, *role));
         self.shared.stats.logons.fetch_add(1, Ordering::Relaxed);
         // The acknowledgement is queued before the session is routable, so it is the first frame.
         self.reply(ServerMessage::LogonAck {
-            account,
+            account: id,
             session: self.id,
             heartbeat_ms: self.shared.limits.heartbeat_ms,
         });
         let out = Arc::clone(&self.out);
-        let _ = self.shared.control.send(Control::Register { session: self.id, account, out });
+        let account = (*role == Role::Trader).then_some(id);
+        let requests = Arc::clone(&self.requests);
+        let _ = self.shared.control.send(Control::Register { session: self.id, account, out, requests });
+        self.shared.sequencer.wake();
         Ok(())
     }
 
@@ -609,7 +645,25 @@ fn name(message: &ClientMessage) -> &'static str {
         ClientMessage::Amend { .. } => "amend",
         ClientMessage::CancelAll { .. } => "cancel all",
         ClientMessage::AccountQuery { .. } => "account query",
+        ClientMessage::IndexPrice { .. } => "index price",
         ClientMessage::Subscribe { .. } => "subscribe",
         ClientMessage::Unsubscribe { .. } => "unsubscribe",
+    }
+}
+
+/// The request id of a request message (zero for session messages, which have none).
+fn request_of(message: &ClientMessage) -> u64 {
+    match message {
+        ClientMessage::NewOrder(order) => order.request,
+        ClientMessage::Cancel { request, .. }
+        | ClientMessage::Amend { request, .. }
+        | ClientMessage::CancelAll { request, .. }
+        | ClientMessage::AccountQuery { request }
+        | ClientMessage::IndexPrice { request, .. } => *request,
+        ClientMessage::Logon { .. }
+        | ClientMessage::Logout
+        | ClientMessage::Heartbeat
+        | ClientMessage::Subscribe { .. }
+        | ClientMessage::Unsubscribe { .. } => 0,
     }
 }

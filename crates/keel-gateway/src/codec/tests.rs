@@ -54,6 +54,7 @@ fn every_client_message() -> Vec<ClientMessage> {
         ClientMessage::CancelAll { request: 10, market: None },
         ClientMessage::CancelAll { request: 10, market: Some(MarketId(1)) },
         ClientMessage::AccountQuery { request: 11 },
+        ClientMessage::IndexPrice { request: 12, market: MarketId(2), price: Price(350_000) },
         ClientMessage::Subscribe { market: MarketId(1), channels: channel::ALL },
         ClientMessage::Unsubscribe { market: MarketId(1), channels: channel::DEPTH },
     ]
@@ -115,6 +116,12 @@ fn every_server_message() -> Vec<ServerMessage> {
             initial_margin: Money(4),
             maintenance_margin: Money(5),
         },
+        ServerMessage::FundingPayment {
+            market: MarketId(2),
+            rate: Rate(-1_000),
+            price: Price(350_000),
+            amount: Money(-17),
+        },
         ServerMessage::Heartbeat,
         ServerMessage::DepthSnapshot {
             market: MarketId(1),
@@ -162,7 +169,8 @@ fn every_server_message() -> Vec<ServerMessage> {
     for reason in DISCONNECT_REASONS {
         all.push(ServerMessage::Disconnect { reason, text: "bye – ünïcode".into() });
     }
-    let mut codes = vec![RejectCode::RateLimited, RejectCode::Busy, RejectCode::Stopped];
+    let mut codes =
+        vec![RejectCode::RateLimited, RejectCode::Busy, RejectCode::Stopped, RejectCode::NotAuthorized];
     codes.extend(
         [
             ErrorCode::UnknownMarket,
@@ -242,6 +250,10 @@ fn golden_requests() {
         ),
         (ClientMessage::AccountQuery { request: 1 }, "0a 00 00 00 01 14 01 00 00 00 00 00 00 00"),
         (
+            ClientMessage::IndexPrice { request: 1, market: MarketId(2), price: Price(650_000) },
+            "16 00 00 00 01 15 01 00 00 00 00 00 00 00 02 00 00 00 10 eb 09 00 00 00 00 00",
+        ),
+        (
             ClientMessage::Subscribe { market: MarketId(1), channels: 0x1f },
             "07 00 00 00 01 20 01 00 00 00 1f",
         ),
@@ -276,6 +288,20 @@ fn golden_responses() {
         (
             ServerMessage::Reject { request: 1, code: RejectCode::RateLimited },
             "0e 00 00 00 01 83 01 00 00 00 00 00 00 00 64 00 00 00",
+        ),
+        (
+            ServerMessage::Reject { request: 1, code: RejectCode::NotAuthorized },
+            "0e 00 00 00 01 83 01 00 00 00 00 00 00 00 67 00 00 00",
+        ),
+        (
+            ServerMessage::FundingPayment {
+                market: MarketId(1),
+                rate: Rate(100),
+                price: Price(650_000),
+                amount: Money(-65),
+            },
+            "1e 00 00 00 01 8d 01 00 00 00 64 00 00 00 00 00 00 00 10 eb 09 00 00 00 00 00 \
+             bf ff ff ff ff ff ff ff",
         ),
         (
             ServerMessage::LogonAck { account: AccountId(1), session: 2, heartbeat_ms: 1000 },
