@@ -368,6 +368,7 @@ fn run(
     let mut follow_now: Vec<(u64, Command)> = Vec::new();
     let mut payload = Vec::with_capacity(256);
     let mut since_snapshot = 0u64;
+    let mut snapshots = SnapshotWriter::new(config.store_dir.clone(), config.snapshots_kept);
     loop {
         if inbound.closed.load(Ordering::SeqCst) && inbound.queue.is_empty() {
             // Everything submitted has been applied, committed and published.
@@ -435,12 +436,71 @@ fn run(
         if let Some(every) = config.snapshot_every
             && since_snapshot >= every
         {
-            store::snapshot(&config.store_dir, &engine, config.snapshots_kept)?;
+            snapshots.take(&engine)?;
             since_snapshot = 0;
         }
     }
     journal.sync()?;
+    snapshots.finish()?;
     Ok(engine)
+}
+
+/// Takes snapshots for the sequencer: the engine is encoded on the sequencer thread, and a writer
+/// thread writes, syncs and prunes, so the engine does not stall on the disk. One snapshot is in
+/// flight at most; if the next falls due before the last is on disk, the sequencer waits for it.
+/// A write failure stops the sequencer at its next snapshot (or at shutdown), as a failure on the
+/// sequencer thread would.
+struct SnapshotWriter {
+    dir: PathBuf,
+    keep: usize,
+    /// The writer thread and the channel to it, started with the first snapshot.
+    worker: Option<(crossbeam::channel::Sender<(u64, Vec<u8>)>, JoinHandle<Result<(), store::StoreError>>)>,
+}
+
+impl SnapshotWriter {
+    fn new(dir: PathBuf, keep: usize) -> SnapshotWriter {
+        SnapshotWriter { dir, keep, worker: None }
+    }
+
+    /// Encodes `engine` and hands it to the writer thread.
+    fn take(&mut self, engine: &Engine) -> Result<(), store::StoreError> {
+        let encoded = codec::encode(engine);
+        if self.worker.as_ref().is_some_and(|(_, thread)| thread.is_finished()) {
+            // The writer stopped: only a failure ends it early; report it.
+            self.finish()?;
+        }
+        if self.worker.is_none() {
+            let (sender, receiver) = crossbeam::channel::bounded::<(u64, Vec<u8>)>(0);
+            let (dir, keep) = (self.dir.clone(), self.keep);
+            let thread = std::thread::Builder::new()
+                .name("keel-snapshots".into())
+                .spawn(move || {
+                    for (seq, encoded) in receiver {
+                        store::write_encoded_snapshot(&dir, seq, &encoded, keep)?;
+                    }
+                    Ok(())
+                })
+                .map_err(|error| store::StoreError::Writer(format!("cannot start: {error}")))?;
+            self.worker = Some((sender, thread));
+        }
+        let sent = self.worker.as_ref().map(|(sender, _)| sender.send((engine.last_seq(), encoded)));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            // The writer ended between the check and the send: collect its error.
+            _ => self.finish(),
+        }
+    }
+
+    /// Waits for the snapshot in flight and reports a write failure.
+    fn finish(&mut self) -> Result<(), store::StoreError> {
+        match self.worker.take() {
+            Some((sender, thread)) => {
+                drop(sender);
+                thread.join().unwrap_or_else(|_| Err(store::StoreError::Writer("panicked".into())))
+            }
+            None => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -495,6 +555,44 @@ mod tests {
             assert!(Instant::now() < deadline, "timed out");
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    #[test]
+    fn snapshots_written_off_thread_are_on_disk_at_shutdown_and_recover_the_same_state() {
+        let dir = std::env::temp_dir().join(format!("keel-sequencer-{}-snapshots", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (engine, journal, _) = store::recover(&dir, FlushPolicy::Buffered).expect("fresh store");
+        let config = SequencerConfig {
+            queue_capacity: 8,
+            max_batch: 4,
+            ring_capacity: 64,
+            snapshot_every: Some(10),
+            snapshots_kept: 2,
+            store_dir: dir.clone(),
+        };
+        let sequencer = Sequencer::start(engine, journal, config);
+        for account in 1..=45u32 {
+            sequencer
+                .submit(
+                    u64::from(account),
+                    Command::OpenAccount { account: AccountId(account) },
+                    Backpressure::Wait,
+                )
+                .expect("queued");
+        }
+        let engine = sequencer.shutdown().expect("clean");
+        assert_eq!(engine.last_seq(), 45);
+        let snapshots: Vec<_> = std::fs::read_dir(dir.join(store::SNAPSHOT_DIR))
+            .expect("snapshot directory")
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".snap"))
+            .collect();
+        assert_eq!(snapshots.len(), 2, "the newest two are kept");
+        let (recovered, _, report) = store::recover(&dir, FlushPolicy::Buffered).expect("recovers");
+        // Snapshots are taken between batches, once ten commands have passed since the last.
+        assert!(report.snapshot_seq.is_some_and(|seq| seq > 45 - 10 - 4), "{report:?}");
+        assert_eq!(recovered.digest(), engine.digest());
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
