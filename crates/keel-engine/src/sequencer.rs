@@ -454,8 +454,11 @@ struct SnapshotWriter {
     dir: PathBuf,
     keep: usize,
     /// The writer thread and the channel to it, started with the first snapshot.
-    worker: Option<(crossbeam::channel::Sender<(u64, Vec<u8>)>, JoinHandle<Result<(), store::StoreError>>)>,
+    worker: Option<(crossbeam::channel::Sender<EncodedSnapshot>, JoinHandle<Result<(), store::StoreError>>)>,
 }
+
+/// An encoded engine and the sequence number of the last command it has applied.
+type EncodedSnapshot = (u64, Vec<u8>);
 
 impl SnapshotWriter {
     fn new(dir: PathBuf, keep: usize) -> SnapshotWriter {
@@ -470,7 +473,7 @@ impl SnapshotWriter {
             self.finish()?;
         }
         if self.worker.is_none() {
-            let (sender, receiver) = crossbeam::channel::bounded::<(u64, Vec<u8>)>(0);
+            let (sender, receiver) = crossbeam::channel::bounded::<EncodedSnapshot>(0);
             let (dir, keep) = (self.dir.clone(), self.keep);
             let thread = std::thread::Builder::new()
                 .name("keel-snapshots".into())
