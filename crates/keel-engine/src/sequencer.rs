@@ -453,8 +453,14 @@ fn run(
 struct SnapshotWriter {
     dir: PathBuf,
     keep: usize,
-    /// The writer thread and the channel to it, started with the first snapshot.
-    worker: Option<(crossbeam::channel::Sender<EncodedSnapshot>, JoinHandle<Result<(), store::StoreError>>)>,
+    /// Started with the first snapshot.
+    worker: Option<SnapshotWorker>,
+}
+
+/// The writer thread and the channel to it.
+struct SnapshotWorker {
+    sender: crossbeam::channel::Sender<EncodedSnapshot>,
+    thread: JoinHandle<Result<(), store::StoreError>>,
 }
 
 /// An encoded engine and the sequence number of the last command it has applied.
@@ -468,7 +474,7 @@ impl SnapshotWriter {
     /// Encodes `engine` and hands it to the writer thread.
     fn take(&mut self, engine: &Engine) -> Result<(), store::StoreError> {
         let encoded = codec::encode(engine);
-        if self.worker.as_ref().is_some_and(|(_, thread)| thread.is_finished()) {
+        if self.worker.as_ref().is_some_and(|worker| worker.thread.is_finished()) {
             // The writer stopped: only a failure ends it early; report it.
             self.finish()?;
         }
@@ -484,9 +490,9 @@ impl SnapshotWriter {
                     Ok(())
                 })
                 .map_err(|error| store::StoreError::Writer(format!("cannot start: {error}")))?;
-            self.worker = Some((sender, thread));
+            self.worker = Some(SnapshotWorker { sender, thread });
         }
-        let sent = self.worker.as_ref().map(|(sender, _)| sender.send((engine.last_seq(), encoded)));
+        let sent = self.worker.as_ref().map(|worker| worker.sender.send((engine.last_seq(), encoded)));
         match sent {
             Some(Ok(())) => Ok(()),
             // The writer ended between the check and the send: collect its error.
@@ -497,7 +503,7 @@ impl SnapshotWriter {
     /// Waits for the snapshot in flight and reports a write failure.
     fn finish(&mut self) -> Result<(), store::StoreError> {
         match self.worker.take() {
-            Some((sender, thread)) => {
+            Some(SnapshotWorker { sender, thread }) => {
                 drop(sender);
                 thread.join().unwrap_or_else(|_| Err(store::StoreError::Writer("panicked".into())))
             }
