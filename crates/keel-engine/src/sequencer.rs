@@ -520,6 +520,15 @@ mod tests {
     use std::sync::Mutex;
 
     fn start(name: &str, sink: Option<Box<dyn Sink>>) -> (Sequencer, PathBuf) {
+        start_snapshotting(name, sink, None)
+    }
+
+    /// A sequencer on a fresh store in a temporary directory, keeping two snapshots.
+    fn start_snapshotting(
+        name: &str,
+        sink: Option<Box<dyn Sink>>,
+        snapshot_every: Option<u64>,
+    ) -> (Sequencer, PathBuf) {
         let dir = std::env::temp_dir().join(format!("keel-sequencer-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let (engine, journal, _) = store::recover(&dir, FlushPolicy::Buffered).expect("fresh store");
@@ -527,8 +536,8 @@ mod tests {
             queue_capacity: 8,
             max_batch: 4,
             ring_capacity: 64,
-            snapshot_every: None,
-            snapshots_kept: 1,
+            snapshot_every,
+            snapshots_kept: 2,
             store_dir: dir.clone(),
         };
         let sequencer = match sink {
@@ -558,6 +567,19 @@ mod tests {
         }
     }
 
+    /// Submits `OpenAccount` for accounts `1..=count`, tagged with the account number.
+    fn open_accounts(sequencer: &Sequencer, count: u32) {
+        for account in 1..=count {
+            sequencer
+                .submit(
+                    u64::from(account),
+                    Command::OpenAccount { account: AccountId(account) },
+                    Backpressure::Wait,
+                )
+                .expect("queued");
+        }
+    }
+
     fn wait_until(mut done: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !done() {
@@ -568,27 +590,8 @@ mod tests {
 
     #[test]
     fn snapshots_written_off_thread_are_on_disk_at_shutdown_and_recover_the_same_state() {
-        let dir = std::env::temp_dir().join(format!("keel-sequencer-{}-snapshots", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let (engine, journal, _) = store::recover(&dir, FlushPolicy::Buffered).expect("fresh store");
-        let config = SequencerConfig {
-            queue_capacity: 8,
-            max_batch: 4,
-            ring_capacity: 64,
-            snapshot_every: Some(10),
-            snapshots_kept: 2,
-            store_dir: dir.clone(),
-        };
-        let sequencer = Sequencer::start(engine, journal, config);
-        for account in 1..=45u32 {
-            sequencer
-                .submit(
-                    u64::from(account),
-                    Command::OpenAccount { account: AccountId(account) },
-                    Backpressure::Wait,
-                )
-                .expect("queued");
-        }
+        let (sequencer, dir) = start_snapshotting("snapshots", None, Some(10));
+        open_accounts(&sequencer, 45);
         let engine = sequencer.shutdown().expect("clean");
         assert_eq!(engine.last_seq(), 45);
         let snapshots: Vec<_> = std::fs::read_dir(dir.join(store::SNAPSHOT_DIR))
@@ -607,15 +610,7 @@ mod tests {
     #[test]
     fn the_ring_gets_every_outcome_in_order_and_shutdown_applies_everything_queued() {
         let (sequencer, dir) = start("ring", None);
-        for account in 1..=20u32 {
-            sequencer
-                .submit(
-                    u64::from(account),
-                    Command::OpenAccount { account: AccountId(account) },
-                    Backpressure::Wait,
-                )
-                .expect("queued");
-        }
+        open_accounts(&sequencer, 20);
         let mut tags = Vec::new();
         wait_until(|| {
             while let Some(outcome) = sequencer.poll() {
@@ -635,15 +630,7 @@ mod tests {
         let calls = Arc::new(Mutex::new(0));
         let sink = Recorder { seen: Arc::clone(&seen), calls: Arc::clone(&calls), asked: false };
         let (sequencer, dir) = start("sink", Some(Box::new(sink)));
-        for account in 1..=10u32 {
-            sequencer
-                .submit(
-                    u64::from(account),
-                    Command::OpenAccount { account: AccountId(account) },
-                    Backpressure::Wait,
-                )
-                .expect("queued");
-        }
+        open_accounts(&sequencer, 10);
         wait_until(|| seen.lock().expect("lock").len() == 11);
         assert!(sequencer.poll().is_none(), "the ring stays empty with a sink");
         let seen = seen.lock().expect("lock").clone();
