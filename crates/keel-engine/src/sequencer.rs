@@ -368,7 +368,6 @@ fn run(
     let mut follow_now: Vec<(u64, Command)> = Vec::new();
     let mut payload = Vec::with_capacity(256);
     let mut since_snapshot = 0u64;
-    let mut snapshots = SnapshotWriter::new(config.store_dir.clone(), config.snapshots_kept);
     loop {
         if inbound.closed.load(Ordering::SeqCst) && inbound.queue.is_empty() {
             // Everything submitted has been applied, committed and published.
@@ -436,80 +435,12 @@ fn run(
         if let Some(every) = config.snapshot_every
             && since_snapshot >= every
         {
-            snapshots.take(&engine)?;
+            store::snapshot(&config.store_dir, &engine, config.snapshots_kept)?;
             since_snapshot = 0;
         }
     }
     journal.sync()?;
-    snapshots.finish()?;
     Ok(engine)
-}
-
-/// Takes snapshots for the sequencer: the engine is encoded on the sequencer thread, and a writer
-/// thread writes, syncs and prunes, so the engine does not stall on the disk. One snapshot is in
-/// flight at most; if the next falls due before the last is on disk, the sequencer waits for it.
-/// A write failure stops the sequencer at its next snapshot (or at shutdown), as a failure on the
-/// sequencer thread would.
-struct SnapshotWriter {
-    dir: PathBuf,
-    keep: usize,
-    /// Started with the first snapshot.
-    worker: Option<SnapshotWorker>,
-}
-
-/// The writer thread and the channel to it.
-struct SnapshotWorker {
-    sender: crossbeam::channel::Sender<EncodedSnapshot>,
-    thread: JoinHandle<Result<(), store::StoreError>>,
-}
-
-/// An encoded engine and the sequence number of the last command it has applied.
-type EncodedSnapshot = (u64, Vec<u8>);
-
-impl SnapshotWriter {
-    fn new(dir: PathBuf, keep: usize) -> SnapshotWriter {
-        SnapshotWriter { dir, keep, worker: None }
-    }
-
-    /// Encodes `engine` and hands it to the writer thread.
-    fn take(&mut self, engine: &Engine) -> Result<(), store::StoreError> {
-        let encoded = codec::encode(engine);
-        if self.worker.as_ref().is_some_and(|worker| worker.thread.is_finished()) {
-            // The writer stopped: only a failure ends it early; report it.
-            self.finish()?;
-        }
-        if self.worker.is_none() {
-            let (sender, receiver) = crossbeam::channel::bounded::<EncodedSnapshot>(0);
-            let (dir, keep) = (self.dir.clone(), self.keep);
-            let thread = std::thread::Builder::new()
-                .name("keel-snapshots".into())
-                .spawn(move || {
-                    for (seq, encoded) in receiver {
-                        store::write_encoded_snapshot(&dir, seq, &encoded, keep)?;
-                    }
-                    Ok(())
-                })
-                .map_err(|error| store::StoreError::Writer(format!("cannot start: {error}")))?;
-            self.worker = Some(SnapshotWorker { sender, thread });
-        }
-        let sent = self.worker.as_ref().map(|worker| worker.sender.send((engine.last_seq(), encoded)));
-        match sent {
-            Some(Ok(())) => Ok(()),
-            // The writer ended between the check and the send: collect its error.
-            _ => self.finish(),
-        }
-    }
-
-    /// Waits for the snapshot in flight and reports a write failure.
-    fn finish(&mut self) -> Result<(), store::StoreError> {
-        match self.worker.take() {
-            Some(SnapshotWorker { sender, thread }) => {
-                drop(sender);
-                thread.join().unwrap_or_else(|_| Err(store::StoreError::Writer("panicked".into())))
-            }
-            None => Ok(()),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -589,7 +520,7 @@ mod tests {
     }
 
     #[test]
-    fn snapshots_written_off_thread_are_on_disk_at_shutdown_and_recover_the_same_state() {
+    fn snapshots_are_on_disk_at_shutdown_and_recover_the_same_state() {
         let (sequencer, dir) = start_snapshotting("snapshots", None, Some(10));
         open_accounts(&sequencer, 45);
         let engine = sequencer.shutdown().expect("clean");

@@ -44,9 +44,6 @@ pub enum StoreError {
         /// The operating system's reason.
         source: std::io::Error,
     },
-    /// The sequencer's snapshot writer thread could not be started, or it panicked.
-    #[error("snapshot writer: {0}")]
-    Writer(String),
     /// The journal skips sequence numbers after the snapshot: commands are missing.
     #[error("journal resumes at {found} but the snapshot ends at {snapshot}: commands are missing")]
     Gap {
@@ -129,23 +126,10 @@ pub fn recover(dir: &Path, flush: FlushPolicy) -> Result<(Engine, Journal, Recov
 
 /// Writes a snapshot of `engine` into the store in `dir` and keeps the newest `keep` snapshots.
 pub fn snapshot(dir: &Path, engine: &Engine, keep: usize) -> Result<PathBuf, StoreError> {
-    write_encoded_snapshot(dir, engine.last_seq(), &codec::encode(engine), keep)
-}
-
-/// Writes an engine already encoded with the codec (its state after command `seq`) as a snapshot
-/// into the store in `dir`, and keeps the newest `keep` snapshots. The sequencer encodes on its
-/// own thread (fast) and leaves this part — the write and the `fsync`, which can take a tenth of
-/// a second on a virtual disk — to a writer thread.
-pub fn write_encoded_snapshot(
-    dir: &Path,
-    seq: u64,
-    encoded: &[u8],
-    keep: usize,
-) -> Result<PathBuf, StoreError> {
     let snapshots = dir.join(SNAPSHOT_DIR);
     std::fs::create_dir_all(&snapshots)
         .map_err(|source| StoreError::CreateDir { path: snapshots.clone(), source })?;
-    let path = snapshot_file::write_snapshot(&snapshots, seq, encoded)?;
+    let path = snapshot_file::write_snapshot(&snapshots, engine.last_seq(), &codec::encode(engine))?;
     snapshot_file::prune_snapshots(&snapshots, keep)?;
     Ok(path)
 }
