@@ -1,7 +1,8 @@
 //! Margin hot path: the pre-trade check and the position update on a fill, for an account holding
 //! ten cross positions (with resting orders in some markets) across ten markets. The check is
-//! measured twice: with the account's valuation cached (marks unchanged since its last order) and
-//! right after a mark move (all ten positions re-valued).
+//! measured three ways: with the account's valuation cached (no mark moved since its last order);
+//! right after one market's mark moved (that position re-priced, the other nine from their cached
+//! shares); and, the worst case, after every mark moved (all ten re-priced).
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use keel_margin::{
@@ -80,8 +81,9 @@ fn bench_margin(c: &mut Criterion) {
         b.iter(|| black_box(ch.pre_trade_check(black_box(a), black_box(&order))))
     });
 
-    // The same check right after a mark move: the account's cached valuation is stale, so all
-    // ten positions are re-valued (the first order of each account after each mark update).
+    // The same check right after a mark move, the move included in the time: the account's
+    // cached totals are stale, so the position in the moved market is re-priced and the other
+    // nine are added up from their cached shares (an account's first order after a mark update).
     let (mut ch, a) = setup();
     let mut up = false;
     group.bench_function("pre_trade_check_10_positions_after_mark_move", |b| {
@@ -89,6 +91,20 @@ fn bench_margin(c: &mut Criterion) {
             up = !up;
             let mark = Price(if up { 309_001 } else { 309_000 });
             ch.set_mark_price(MarketId(9), mark).unwrap();
+            black_box(ch.pre_trade_check(black_box(a), black_box(&order)))
+        })
+    });
+
+    // The worst case: every mark moved since the account was last valued, so all ten positions
+    // are re-priced. The ten mark moves are included in the time.
+    let (mut ch, a) = setup();
+    let mut step = 0i64;
+    group.bench_function("pre_trade_check_10_positions_all_marks_moved", |b| {
+        b.iter(|| {
+            step = 1 - step;
+            for m in 0..MARKETS {
+                ch.set_mark_price(MarketId(m), Price(300_000 + 1_000 * i64::from(m) + step)).unwrap();
+            }
             black_box(ch.pre_trade_check(black_box(a), black_box(&order)))
         })
     });

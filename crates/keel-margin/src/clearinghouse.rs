@@ -9,12 +9,12 @@ use crate::mark::{MarkInputs, mark_price};
 use crate::market::{Market, MarketConfig};
 use crate::position::{MarginMode, OpenOrders, Position, abs, notional, reservation};
 use crate::rate::{Divisor, Rate, div_round_wide, narrow};
+use crate::valuation::{Share, SummaryCache};
 use crate::view::{AccountView, PositionView};
 use keel_types::{
     AccountId, AccountSlots, ArithmeticError, IdMap, MarketId, Money, Price, Qty, Rounding, Side,
 };
 use rust_decimal::Decimal;
-use std::cell::Cell;
 
 /// An amount of a non-settlement collateral asset held by an account.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -33,61 +33,9 @@ pub struct Account {
     pub(crate) balance: Money,
     pub(crate) collateral: Vec<Holding>,
     pub(crate) positions: Vec<Position>,
-    /// The cross totals last computed for this account (see [`SummaryCache`]).
+    /// The cross totals last computed for this account (see `valuation`).
     #[serde(skip)]
     pub(crate) summary: SummaryCache,
-}
-
-/// An account's [`MarginSummary`] as last computed, tagged with the valuation epoch of the
-/// clearinghouse at the time (see `Clearinghouse::epoch`).
-///
-/// Valuing an account re-prices every position at its mark; between two mark moves the answer
-/// cannot change unless the account itself does, so an account that sends many orders between
-/// marks (a market maker) pays for the valuation once. Every change to the account clears the
-/// cache; every mark or collateral price move starts a new epoch, which makes every cache stale
-/// at once. It is not state: equality ignores it, a clone and a snapshot start without it, and
-/// debug builds check each hit against a fresh valuation.
-#[derive(Default)]
-pub(crate) struct SummaryCache(Cell<(u64, MarginSummary)>);
-
-impl SummaryCache {
-    /// The cached summary, if it was computed in `epoch`.
-    #[inline]
-    fn get(&self, epoch: u64) -> Option<MarginSummary> {
-        let (at, summary) = self.0.get();
-        (at == epoch).then_some(summary)
-    }
-
-    #[inline]
-    fn set(&self, epoch: u64, summary: MarginSummary) {
-        self.0.set((epoch, summary));
-    }
-
-    /// Forgets the cached summary (epoch 0 is never current).
-    #[inline]
-    pub(crate) fn clear(&self) {
-        self.0.set((0, MarginSummary::default()));
-    }
-}
-
-impl Clone for SummaryCache {
-    fn clone(&self) -> SummaryCache {
-        SummaryCache::default()
-    }
-}
-
-impl PartialEq for SummaryCache {
-    fn eq(&self, _: &SummaryCache) -> bool {
-        true
-    }
-}
-
-impl Eq for SummaryCache {}
-
-impl std::fmt::Debug for SummaryCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SummaryCache")
-    }
 }
 
 impl Account {
@@ -118,6 +66,17 @@ impl Account {
 
     pub(crate) fn position_index(&self, slot: u32) -> Option<usize> {
         self.positions.iter().position(|p| p.slot == slot)
+    }
+
+    /// The position at `idx`, to change: its cached share and the account's cached totals are
+    /// forgotten first. Every change to a position goes through here, so no cache outlives the
+    /// numbers it was computed from.
+    #[inline]
+    pub(crate) fn position_mut(&mut self, idx: usize) -> &mut Position {
+        self.summary.clear();
+        let p = &mut self.positions[idx];
+        p.share.clear();
+        p
     }
 }
 
@@ -429,6 +388,26 @@ impl Clearinghouse {
         self.account_slots.get(id).map(|i| &self.accounts[i as usize])
     }
 
+    /// Starts loading account `id`'s record into the cache, for a command that will need it
+    /// soon (see [`keel_types::prefetch`]). Cheap, and a no-op for an unknown account.
+    #[inline]
+    pub fn prefetch_account(&self, id: AccountId) {
+        if let Some(i) = self.account_slots.get(id) {
+            let record = self.accounts.as_ptr().wrapping_add(i as usize);
+            keel_types::prefetch_bytes(record, std::mem::size_of::<Account>(), 2);
+        }
+    }
+
+    /// Starts loading account `id`'s positions into the cache. Reads the account record, so it
+    /// pays when [`Clearinghouse::prefetch_account`] ran for the same account a little earlier.
+    #[inline]
+    pub fn prefetch_positions(&self, id: AccountId) {
+        if let Some(a) = self.account(id) {
+            let bytes = std::mem::size_of_val(a.positions.as_slice());
+            keel_types::prefetch_bytes(a.positions.as_ptr(), bytes, 8);
+        }
+    }
+
     /// All accounts, in the order they were opened.
     pub fn accounts(&self) -> &[Account] {
         &self.accounts
@@ -505,10 +484,24 @@ impl Clearinghouse {
     }
 
     /// Starts a new valuation epoch: a mark or a collateral price moved, so every account's
-    /// cached valuation is stale.
+    /// cached totals are stale.
     #[inline]
     fn new_epoch(&mut self) {
         self.epoch += 1;
+    }
+
+    /// Sets the mark of market `slot`. A mark that did not change costs nothing; one that did
+    /// starts a new epoch, stales the cached shares of the market's positions (see `valuation`)
+    /// and has the maintenance index look at the market again.
+    fn move_mark(&mut self, slot: usize, mark: Price) {
+        if self.markets[slot].mark == Some(mark) {
+            return;
+        }
+        self.new_epoch();
+        let m = &mut self.markets[slot];
+        m.mark = Some(mark);
+        m.marked_at = self.epoch;
+        self.index.mark_moved(slot);
     }
 
     fn collateral_asset_mut(&mut self, asset: AssetId) -> Result<&mut Asset, MarginError> {
@@ -651,9 +644,8 @@ impl Clearinghouse {
             return Err(MarginError::LeverageOutOfRange { requested: leverage, max });
         }
         let old = p.leverage;
-        self.accounts[acc].positions[idx].set_leverage(leverage);
         // Initial margin follows leverage.
-        self.accounts[acc].summary.clear();
+        self.accounts[acc].position_mut(idx).set_leverage(leverage);
         if leverage < old {
             let check = self.summary_at(acc, None).and_then(|s| {
                 let free = s.available()?;
@@ -664,8 +656,7 @@ impl Clearinghouse {
                 }
             });
             if let Err(e) = check {
-                self.accounts[acc].positions[idx].set_leverage(old);
-                self.accounts[acc].summary.clear();
+                self.accounts[acc].position_mut(idx).set_leverage(old);
                 return Err(e);
             }
         }
@@ -687,7 +678,7 @@ impl Clearinghouse {
             }
         }
         let idx = self.position_or_insert(acc, slot);
-        self.accounts[acc].positions[idx].mode = mode;
+        self.accounts[acc].position_mut(idx).mode = mode;
         self.changed(acc);
         Ok(())
     }
@@ -714,7 +705,7 @@ impl Clearinghouse {
         let a = &mut self.accounts[acc];
         let new_margin = a.positions[idx].isolated_margin.checked_add(amount)?;
         a.balance = a.balance.checked_sub(amount)?;
-        a.positions[idx].isolated_margin = new_margin;
+        a.position_mut(idx).isolated_margin = new_margin;
         self.changed(acc);
         Ok(())
     }
@@ -748,7 +739,7 @@ impl Clearinghouse {
         }
         let a = &mut self.accounts[acc];
         a.balance = a.balance.checked_add(amount)?;
-        a.positions[idx].isolated_margin = remaining;
+        a.position_mut(idx).isolated_margin = remaining;
         self.changed(acc);
         Ok(())
     }
@@ -792,9 +783,7 @@ impl Clearinghouse {
         let updated =
             OpenOrders { qty: current.qty.checked_add(qty)?, notional: current.notional.checked_add(n)? };
         let idx = self.position_or_insert(acc, slot);
-        let a = &mut self.accounts[acc];
-        a.summary.clear();
-        let p = &mut a.positions[idx];
+        let p = self.accounts[acc].position_mut(idx);
         match side {
             Side::Buy => p.buys = updated,
             Side::Sell => p.sells = updated,
@@ -818,8 +807,7 @@ impl Clearinghouse {
             self.accounts[acc].position_index(slot as u32).ok_or(MarginError::OpenOrderUnderflow(market))?;
         let a = &mut self.accounts[acc];
         let updated = shrink_orders(&a.positions[idx], side, qty, price, k, market)?;
-        a.summary.clear();
-        let p = &mut a.positions[idx];
+        let p = a.position_mut(idx);
         *match side {
             Side::Buy => &mut p.buys,
             Side::Sell => &mut p.sells,
@@ -970,7 +958,7 @@ impl Clearinghouse {
         let idx = self.position_or_insert(acc, slot);
         let a = &mut self.accounts[acc];
         a.balance = balance;
-        let p = &mut a.positions[idx];
+        let p = a.position_mut(idx);
         p.size = effect.size;
         p.cost = effect.cost;
         p.isolated_margin = isolated_margin;
@@ -1056,9 +1044,7 @@ impl Clearinghouse {
             last_trade: m.last_trade,
         };
         let mark = Price(mark_price(m.config.mark.method, &inputs)?.0.clamp(1, m.config.max_price.0));
-        m.mark = Some(mark);
-        self.index.mark_moved(slot);
-        self.new_epoch();
+        self.move_mark(slot, mark);
         Ok(mark)
     }
 
@@ -1067,9 +1053,7 @@ impl Clearinghouse {
         let slot = self.slot(market)?;
         let m = &mut self.markets[slot];
         m.check_price(price)?;
-        m.mark = Some(price);
-        self.index.mark_moved(slot);
-        self.new_epoch();
+        self.move_mark(slot, price);
         Ok(())
     }
 
@@ -1137,9 +1121,9 @@ impl Clearinghouse {
             let a = &mut self.accounts[ai];
             match target {
                 None => a.balance = value,
-                Some(i) => a.positions[i].isolated_margin = value,
+                Some(i) => a.position_mut(i).isolated_margin = value,
             }
-            a.positions[pi].funding = funding;
+            a.position_mut(pi).funding = funding;
         }
         let m = &mut self.markets[slot];
         m.premiums = Default::default();
@@ -1156,8 +1140,9 @@ impl Clearinghouse {
     }
 
     /// Cross totals of account `acc` at the current marks, or with one market's mark replaced
-    /// (for what-if evaluation). At the current marks the answer comes from the account's
-    /// [`SummaryCache`] when it is from this epoch.
+    /// (for what-if evaluation). At the current marks the answer comes from the caches (see
+    /// `valuation`): the account's totals if nothing moved since they were computed, otherwise
+    /// the positions' shares, re-pricing only those whose market moved.
     pub(crate) fn summary_at(
         &self,
         acc: usize,
@@ -1171,17 +1156,29 @@ impl Clearinghouse {
             debug_assert_eq!(Ok(cached), self.summary_of(a, None), "stale cached valuation of {:?}", a.id);
             return Ok(cached);
         }
-        let summary = self.summary_of(a, None)?;
-        a.summary.set(self.epoch, summary);
-        Ok(summary)
+        let mut s = self.collateral_totals(a)?;
+        for p in &a.positions {
+            if p.is_idle() {
+                continue;
+            }
+            let m = &self.markets[p.slot as usize];
+            let share = match p.share.get(m.marked_at) {
+                Some(share) => share,
+                None => {
+                    let share = Share::of(p, m.mark()?, m.k, m.config.basis, &m.config.tiers)?;
+                    p.share.set(self.epoch, share);
+                    share
+                }
+            };
+            share.add_to(&mut s)?;
+        }
+        debug_assert_eq!(Ok(s), self.summary_of(a, None), "stale cached share in {:?}", a.id);
+        a.summary.set(self.epoch, s);
+        Ok(s)
     }
 
-    /// Cross totals of an account value (possibly a what-if copy) at the current marks.
-    pub(crate) fn summary_of(
-        &self,
-        a: &Account,
-        mark_override: Option<(usize, Price)>,
-    ) -> Result<MarginSummary, MarginError> {
+    /// Balance and haircut collateral of an account: the totals before any position is added.
+    fn collateral_totals(&self, a: &Account) -> Result<MarginSummary, MarginError> {
         let mut s = MarginSummary::default();
         for h in &a.collateral {
             s.collateral_value = s
@@ -1190,6 +1187,17 @@ impl Clearinghouse {
         }
         s.equity = a.balance.checked_add(s.collateral_value)?;
         s.realized_equity = s.equity;
+        Ok(s)
+    }
+
+    /// Cross totals of an account value (possibly a what-if copy) at the current marks or with
+    /// one market's mark replaced, computed afresh: no cache is read or written.
+    pub(crate) fn summary_of(
+        &self,
+        a: &Account,
+        mark_override: Option<(usize, Price)>,
+    ) -> Result<MarginSummary, MarginError> {
+        let mut s = self.collateral_totals(a)?;
         for p in &a.positions {
             if p.is_idle() {
                 continue;
@@ -1199,15 +1207,7 @@ impl Clearinghouse {
                 Some((slot, price)) if slot == p.slot as usize => price,
                 _ => m.mark()?,
             };
-            s.initial_margin = s.initial_margin.checked_add(p.order_reservation(mark, m.k)?)?;
-            if p.mode == MarginMode::Cross && p.size.0 != 0 {
-                let (upnl, mn) = p.valuation(mark, m.k, m.config.basis)?;
-                s.equity = s.equity.checked_add(upnl)?;
-                s.realized_equity = s.realized_equity.checked_add(upnl.min(Money::ZERO))?;
-                s.initial_margin = s.initial_margin.checked_add(p.initial_margin(mn)?)?;
-                s.maintenance_margin =
-                    s.maintenance_margin.checked_add(p.maintenance_margin(mn, &m.config.tiers)?)?;
-            }
+            Share::of(p, mark, m.k, m.config.basis, &m.config.tiers)?.add_to(&mut s)?;
         }
         Ok(s)
     }

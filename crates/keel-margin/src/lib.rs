@@ -26,6 +26,7 @@ mod market;
 mod position;
 mod rate;
 mod tier;
+mod valuation;
 mod view;
 
 #[cfg(test)]

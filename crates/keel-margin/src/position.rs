@@ -4,6 +4,7 @@
 use crate::market::MarginBasis;
 use crate::rate::{Divisor, mul_div};
 use crate::tier::RiskTiers;
+use crate::valuation::ShareCache;
 use keel_types::{ArithmeticError, MarketId, Money, Price, Qty, Rounding, Side};
 
 /// Whether a position shares the account's equity or is fenced with its own margin.
@@ -47,6 +48,9 @@ pub struct Position {
     pub(crate) funding: Money,
     pub(crate) buys: OpenOrders,
     pub(crate) sells: OpenOrders,
+    /// This position's share of the account's cross totals as last computed (see `valuation`).
+    #[serde(skip)]
+    pub(crate) share: ShareCache,
 }
 
 /// What one fill does to a position, computed before anything is changed.
@@ -89,6 +93,7 @@ impl Position {
             funding: Money::ZERO,
             buys: OpenOrders::default(),
             sells: OpenOrders::default(),
+            share: ShareCache::default(),
         }
     }
 
