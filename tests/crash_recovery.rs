@@ -1,6 +1,10 @@
 //! Crash recovery of `keel run`, on a real process and a real disk: acknowledged commands survive
-//! a SIGKILL, the recovered state equals a clean replay of the journal, and a damaged journal is
-//! cut at the damage and reported.
+//! a SIGKILL, the recovered state (newest snapshot + journal tail) equals a clean replay of the
+//! journal, and a damaged journal is cut at the damage and reported.
+//!
+//! Acknowledgements are durable through the journal alone; snapshots are written in the
+//! background and only shorten recovery, so nothing ties a snapshot's arrival on disk to an
+//! acknowledgement. To exercise recovery from a snapshot, the kill test waits until one is on disk.
 
 use serde_json::Value;
 use std::collections::HashMap;
@@ -17,6 +21,23 @@ const ACCOUNTS: u32 = 4;
 
 /// Upper bound on any single wait, so a broken binary fails the test instead of hanging it.
 const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the kill test waits for the first background snapshot to reach the disk.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The sequence numbers of the complete snapshot files (`snapshot-<seq>.snap`) in `store`. A
+/// snapshot is renamed to that name only after it was written and synced, so one seen here is
+/// whole; temporary files (`.tmp`) are not counted.
+fn snapshots_on_disk(store: &Path) -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir(store.join("snapshots")) else { return Vec::new() };
+    entries
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            name.strip_prefix("snapshot-")?.strip_suffix(".snap")?.parse().ok()
+        })
+        .collect()
+}
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("keel-crash-{}-{name}", std::process::id()));
@@ -165,6 +186,22 @@ fn acknowledged_commands_survive_a_kill_and_recovery_equals_replay() {
         }
         acked.push(ack);
     }
+    // Snapshots are written in the background and promise nothing relative to acknowledgements,
+    // so wait until one is on disk before the kill: then recovery must start from a snapshot and
+    // replay the journal tail after it. Deposits keep flowing meanwhile.
+    let snapshot_deadline = Instant::now() + SNAPSHOT_TIMEOUT;
+    let snapshot_seen = loop {
+        if let Some(&seq) = snapshots_on_disk(&store).iter().max() {
+            break seq;
+        }
+        assert!(
+            Instant::now() < snapshot_deadline,
+            "no snapshot file appeared in {} within {SNAPSHOT_TIMEOUT:?} of {deposits_acked} acknowledged \
+             deposits (--snapshot-every 97): the background snapshot writer is stuck or failing",
+            store.join("snapshots").display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
     child.kill().expect("SIGKILL");
     let status = child.wait().expect("child reaped");
     assert!(!status.success(), "the child was killed, not finished: {status:?}");
@@ -203,9 +240,19 @@ fn acknowledged_commands_survive_a_kill_and_recovery_equals_replay() {
     let report = stderr(&restart);
     assert!(report.contains("recovery:"), "{report}");
     assert!(report.contains("; clean") || report.contains("DAMAGE"), "clean or repaired: {report}");
-    // At least two batches were acknowledged, so the snapshot due after the first was written:
-    // recovery starts from it, while the replay below starts from the journal's first record.
+    // A snapshot was on disk before the kill: recovery starts from it (or a newer one written
+    // since), while the replay below starts from the journal's first record.
     assert!(report.contains("restored snapshot at seq"), "{report}");
+    let restored: u64 = report
+        .split("restored snapshot at seq ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or_else(|| panic!("no snapshot sequence number in: {report}"));
+    assert!(
+        restored >= snapshot_seen,
+        "restored seq {restored}, but seq {snapshot_seen} was on disk: {report}"
+    );
     let recovered = balances(&lines);
     for account in 1..=u64::from(ACCOUNTS) {
         let balance = recovered.get(&account).copied().expect("account recovered");

@@ -8,6 +8,12 @@
 //!
 //! Recovery = the newest valid snapshot + the journal records after it. The journal is repaired
 //! first: a torn or corrupt tail is cut at the last good record and reported.
+//!
+//! The journal alone makes commands durable; it holds every command since the store was created,
+//! so recovery from the journal alone reaches the same state. A snapshot only shortens recovery
+//! (fewer records to replay). That is why the sequencer may write snapshots in the background and
+//! why a crash may leave the newest snapshot some way behind the last acknowledged command, or no
+//! snapshot at all: recovery then replays more of the journal, never less of the state.
 
 use crate::codec::{self, DecodeError};
 use crate::command::Sequenced;
@@ -124,12 +130,35 @@ pub fn recover(dir: &Path, flush: FlushPolicy) -> Result<(Engine, Journal, Recov
     ))
 }
 
-/// Writes a snapshot of `engine` into the store in `dir` and keeps the newest `keep` snapshots.
+/// Writes a snapshot of `engine` into the store in `dir` and keeps the newest `keep` snapshots,
+/// all on the calling thread: [`encode_snapshot`] then [`write_encoded_snapshot`].
 pub fn snapshot(dir: &Path, engine: &Engine, keep: usize) -> Result<PathBuf, StoreError> {
+    let (seq, encoded) = encode_snapshot(engine);
+    write_encoded_snapshot(dir, seq, &encoded, keep)
+}
+
+/// Captures `engine` as snapshot bytes: the sequence number of the last command it has applied,
+/// and its encoding. This is the part of a snapshot that needs the engine itself (so, in the
+/// sequencer, the engine thread); the rest, [`write_encoded_snapshot`], needs only the bytes.
+pub fn encode_snapshot(engine: &Engine) -> (u64, Vec<u8>) {
+    (engine.last_seq(), codec::encode(engine))
+}
+
+/// Writes an engine encoded by [`encode_snapshot`] (its state after command `seq`) into the store
+/// in `dir` — temporary file, fsync, rename, fsync of the directory — and keeps the newest `keep`
+/// snapshots. The sequencer runs this on a writer thread of its own, because the write, the
+/// fsyncs and the pruning (which re-reads and checksums the kept snapshots) take longer than the
+/// encoding and need nothing from the engine.
+pub fn write_encoded_snapshot(
+    dir: &Path,
+    seq: u64,
+    encoded: &[u8],
+    keep: usize,
+) -> Result<PathBuf, StoreError> {
     let snapshots = dir.join(SNAPSHOT_DIR);
     std::fs::create_dir_all(&snapshots)
         .map_err(|source| StoreError::CreateDir { path: snapshots.clone(), source })?;
-    let path = snapshot_file::write_snapshot(&snapshots, engine.last_seq(), &codec::encode(engine))?;
+    let path = snapshot_file::write_snapshot(&snapshots, seq, encoded)?;
     snapshot_file::prune_snapshots(&snapshots, keep)?;
     Ok(path)
 }
