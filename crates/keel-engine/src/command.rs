@@ -196,4 +196,19 @@ impl Command {
             Command::AccountView { .. } | Command::Depth { .. } | Command::Heatmap { .. } | Command::Digest
         )
     }
+
+    /// The account a trading command acts for, if it names one (used to prefetch it).
+    pub fn trading_account(&self) -> Option<AccountId> {
+        match self {
+            Command::Place(place) => Some(place.account),
+            Command::Cancel { account, .. }
+            | Command::Amend { account, .. }
+            | Command::CancelAll { account, .. }
+            | Command::Deposit { account, .. }
+            | Command::Withdraw { account, .. }
+            | Command::SetLeverage { account, .. }
+            | Command::SetMarginMode { account, .. } => Some(*account),
+            _ => None,
+        }
+    }
 }

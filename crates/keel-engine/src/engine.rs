@@ -126,6 +126,23 @@ impl Engine {
         self.time_ms
     }
 
+    /// Starts loading what the upcoming commands will touch, while the current one is applied.
+    ///
+    /// A caller that holds a batch calls this before applying command `i` with `next` = command
+    /// `i + 1` and `after` = command `i + 2`: the record of `after`'s account is requested now,
+    /// and the positions of `next`'s account (whose record the previous call requested) too. Each
+    /// command then finds most of its account in the cache instead of waiting for memory twice.
+    /// Changes nothing and is never needed for a correct result.
+    #[inline]
+    pub fn prefetch(&self, next: Option<&Command>, after: Option<&Command>) {
+        if let Some(account) = after.and_then(Command::trading_account) {
+            self.clearinghouse.prefetch_account(account);
+        }
+        if let Some(account) = next.and_then(Command::trading_account) {
+            self.clearinghouse.prefetch_positions(account);
+        }
+    }
+
     /// The margin state (accounts, positions, marks).
     pub fn clearinghouse(&self) -> &Clearinghouse {
         &self.clearinghouse

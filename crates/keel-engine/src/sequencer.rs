@@ -450,19 +450,23 @@ fn run(
         }
         // Journal first, then apply: a command is in the journal before it has any effect.
         outcomes.clear();
-        for (tag, command) in batch.drain(..) {
+        for (i, (tag, command)) in batch.iter().enumerate() {
+            // The batch is known: start loading the next commands' accounts now.
+            let upcoming = |k: usize| batch.get(k).map(|(_, c)| &c.command);
+            engine.prefetch(upcoming(i + 1), upcoming(i + 2));
             if !command.command.is_query() {
                 payload.clear();
-                codec::encode_into(&command, &mut payload);
+                codec::encode_into(command, &mut payload);
                 journal.append(command.seq, &payload)?;
             }
             let mut events = Vec::new();
-            engine.apply(&command, &mut events);
+            engine.apply(command, &mut events);
             if let Some(snapshots) = snapshots.as_mut() {
                 snapshots.since += u64::from(!command.command.is_query());
             }
-            outcomes.push(Published { seq: command.seq, tag, events });
+            outcomes.push(Published { seq: command.seq, tag: *tag, events });
         }
+        batch.clear();
         journal.commit()?;
         match sink.as_mut() {
             Some(sink) => {

@@ -13,6 +13,7 @@ mod ids;
 mod index;
 mod num;
 mod order;
+mod prefetch;
 
 pub use decimal::Grid;
 pub use error::{ArithmeticError, ConversionError};
@@ -21,3 +22,4 @@ pub use ids::{AccountId, MarketId, OrderId};
 pub use index::{AccountSlots, BuildIdHasher, IdHasher, IdMap};
 pub use num::{Money, Price, Qty, Rounding, div_round_i64, div_round_i128};
 pub use order::{Amend, NewOrder, OrderKind, Side, StopReference, StpMode, TimeInForce};
+pub use prefetch::{prefetch, prefetch_bytes};
