@@ -109,6 +109,16 @@ fn bench_margin(c: &mut Criterion) {
         })
     });
 
+    // A mark update on its own (what the two cases above include once and ten times).
+    let (mut ch, _) = setup();
+    let mut up = false;
+    group.bench_function("set_mark_price", |b| {
+        b.iter(|| {
+            up = !up;
+            ch.set_mark_price(black_box(MarketId(9)), Price(if up { 309_001 } else { 309_000 }))
+        })
+    });
+
     let (mut ch, a) = setup();
     let mut buy = true;
     group.bench_function("fill_update_10_positions", |b| {
