@@ -52,6 +52,10 @@ enum Command {
         /// Seconds to send for.
         #[arg(long, default_value_t = 10.0)]
         duration: f64,
+        /// Never yield the core between requests: for a generator pinned to a core of its own
+        /// (e.g. `taskset -c 0 keel load --spin` beside `taskset -c 1 keel serve`).
+        #[arg(long)]
+        spin: bool,
     },
     /// Measure the matching core on generated order flow.
     Bench {
@@ -134,9 +138,10 @@ fn main() {
         Command::Serve { port, config, data_dir, flush, duration } => {
             std::process::exit(serve(port, config, data_dir, flush, duration));
         }
-        Command::Load { address, sessions, rate, duration } => {
+        Command::Load { address, sessions, rate, duration, spin } => {
             let mut options = keel_gateway::load::LoadOptions::demo(address);
             options.sessions = sessions;
+            options.spin = spin;
             options.rate = rate;
             options.duration = Duration::from_secs_f64(duration.max(0.0));
             if let Err(error) = keel_gateway::load::run(&options, &mut io::stdout()) {
