@@ -144,7 +144,34 @@ pub trait Sink: Send + 'static {
     /// with no outcomes when the thread was woken by [`Sequencer::wake`] or its idle timeout, so
     /// the sink can run its timers and react to messages of its own.
     fn publish(&mut self, outcomes: &mut Vec<Published>, follow_up: &mut Vec<(u64, Command)>);
+
+    /// Reads the sink's own input — a gateway's sockets — into `input` without blocking, as
+    /// tagged commands that are applied like follow-ups. Returns whether it added any. Called
+    /// whenever the thread looks for work, so input the sink reads itself reaches the engine
+    /// without a hand-off to another thread. The default has no input.
+    fn poll_input(&mut self, input: &mut Vec<(u64, Command)>) -> bool {
+        let _ = input;
+        false
+    }
+
+    /// Blocks the idle thread until the sink's input may be ready, its [`Sink::waker`] is
+    /// called, or `timeout` passes. Returns false when the sink cannot wait (the default); the
+    /// thread then parks instead.
+    fn wait_for_input(&mut self, timeout: Duration) -> bool {
+        let _ = timeout;
+        false
+    }
+
+    /// What ends a [`Sink::wait_for_input`] from another thread; called on every submission or
+    /// [`Sequencer::wake`] that finds the thread waiting. `None` (the default) for a sink that
+    /// does not wait.
+    fn waker(&self) -> Option<Waker> {
+        None
+    }
 }
+
+/// Interrupts a sink's wait for input (see [`Sink::waker`]).
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
 
 /// One client command on its way in, with a tag the client uses to match the outcome.
 #[derive(Debug)]
@@ -177,6 +204,8 @@ struct Inbound {
     ended: AtomicBool,
     /// The sequencer thread, once it runs.
     thread: std::sync::OnceLock<Thread>,
+    /// The sink's waker, when the thread waits on the sink's input instead of parking.
+    waker: Option<Waker>,
 }
 
 impl Inbound {
@@ -188,6 +217,9 @@ impl Inbound {
             && let Some(thread) = self.thread.get()
         {
             thread.unpark();
+            if let Some(waker) = &self.waker {
+                waker();
+            }
         }
     }
 }
@@ -246,6 +278,7 @@ impl Sequencer {
             closed: AtomicBool::new(false),
             ended: AtomicBool::new(false),
             thread: std::sync::OnceLock::new(),
+            waker: sink.as_ref().and_then(|sink| sink.waker()),
         });
         let outbound = Arc::new(ArrayQueue::new(config.ring_capacity.max(1)));
         let (ring, shared) = (Arc::clone(&outbound), Arc::clone(&inbound));
@@ -347,15 +380,25 @@ fn wall_clock_ms(previous: u64) -> u64 {
     now.max(previous)
 }
 
-/// Waits until a command is queued, the sink asked for a call, or the queue was closed; spins for
-/// `wait.spin` first, then parks (at most `wait.idle`). Returns false on an idle timeout.
-fn wait_for_work(inbound: &Inbound, wait: WaitPolicy) -> bool {
+/// Waits until a command is queued, the sink read input of its own into `input`, the sink asked
+/// for a call, or the queue was closed; spins for `wait.spin` first, then sleeps — in the sink's
+/// own wait when it has one (a gateway waiting on its sockets), else parked — for at most
+/// `wait.idle`. Returns false on an idle timeout.
+fn wait_for_work(
+    inbound: &Inbound,
+    wait: WaitPolicy,
+    mut sink: Option<&mut Box<dyn Sink>>,
+    input: &mut Vec<(u64, Command)>,
+) -> bool {
     let ready = || {
         !inbound.queue.is_empty()
             || inbound.woken.load(Ordering::Relaxed)
             || inbound.closed.load(Ordering::Relaxed)
     };
-    if ready() {
+    let mut ready_or_input = |sink: &mut Option<&mut Box<dyn Sink>>| {
+        ready() || sink.as_mut().is_some_and(|sink| sink.poll_input(input))
+    };
+    if ready_or_input(&mut sink) {
         return true;
     }
     if !wait.spin.is_zero() {
@@ -365,7 +408,7 @@ fn wait_for_work(inbound: &Inbound, wait: WaitPolicy) -> bool {
             for _ in 0..16 {
                 std::hint::spin_loop();
             }
-            if ready() {
+            if ready_or_input(&mut sink) {
                 return true;
             }
             spins += 1;
@@ -377,13 +420,16 @@ fn wait_for_work(inbound: &Inbound, wait: WaitPolicy) -> bool {
     inbound.parked.store(true, Ordering::Relaxed);
     // Pairs with the fence in `unpark_if_parked` (see there).
     fence(Ordering::SeqCst);
-    if ready() {
+    if ready_or_input(&mut sink) {
         inbound.parked.store(false, Ordering::Relaxed);
         return true;
     }
-    std::thread::park_timeout(wait.idle);
+    let waited = sink.as_mut().is_some_and(|sink| sink.wait_for_input(wait.idle));
+    if !waited {
+        std::thread::park_timeout(wait.idle);
+    }
     inbound.parked.store(false, Ordering::Relaxed);
-    ready()
+    ready_or_input(&mut sink)
 }
 
 #[allow(clippy::too_many_arguments)] // private; called from one place, with everything it owns
@@ -414,7 +460,7 @@ fn run(
             // Everything submitted has been applied, committed and published.
             break;
         }
-        if follow_up.is_empty() && !wait_for_work(inbound, wait) {
+        if follow_up.is_empty() && !wait_for_work(inbound, wait, sink.as_mut(), &mut follow_up) {
             // Idle timeout: a sink still gets its call, for its timers.
             if let Some(sink) = sink.as_mut() {
                 sink.publish(&mut outcomes, &mut follow_up);

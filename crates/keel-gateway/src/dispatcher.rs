@@ -5,19 +5,21 @@
 //! It runs on the sequencer thread itself, as its [`Sink`]: right after a batch is committed its
 //! outcomes are encoded into the sessions' outbound buffers and sent with one non-blocking write
 //! per session, so an acknowledgement leaves the process without a hand-off to another thread.
-//! It is the only owner of the routing tables and the market-data views, so none of them needs a
-//! lock. Sessions tell it about logons and subscriptions through the control channel (then wake
-//! the sequencer), and about each request through their own request queue, always before the
-//! command concerned is submitted — so it never meets an outcome it cannot attribute.
+//! It also owns the sessions' inbound side ([`Inbound`]), which the sequencer polls for commands
+//! on the same thread. It is the only owner of the routing tables and the market-data views, so
+//! none of them needs a lock. Sessions tell it about logons and subscriptions through the control
+//! channel, and about each request through their own request queue, always before the command
+//! concerned is applied — so it never meets an outcome it cannot attribute.
 
 use crate::codec::{LiquidationNotice, LiquidationStep, RejectCode, ServerMessage, channel};
 use crate::config::ServeConfig;
 use crate::depth::{DepthView, LevelChange};
+use crate::inbound::{Connection, Context, Inbound};
 use crate::outbound::{Outbound, Push};
 use crate::server::{DISPATCHER_SESSION, OPERATOR_SESSION, Stats};
 use crossbeam::channel::{Receiver, Sender};
 use crossbeam::queue::SegQueue;
-use keel_engine::sequencer::{Published, Sink};
+use keel_engine::sequencer::{Published, Sink, Waker};
 use keel_engine::{Command, Event, PlaceOrder};
 use keel_liquidation::LiquidationEvent;
 use keel_margin::{LiquidationTarget, Liquidity};
@@ -65,6 +67,8 @@ pub(crate) enum Control {
     Unsubscribe { session: u32, market: MarketId, channels: u8 },
     /// An operator command is about to be submitted under `tag`; its events go to `reply`.
     Operator { tag: u64, place: Option<PlaceOrder>, reply: Sender<Vec<Event>> },
+    /// A new connection, from the acceptor: its inbound side is read on the sequencer thread.
+    Adopt(Connection),
 }
 
 struct SessionRoute {
@@ -103,6 +107,7 @@ const SNAPSHOT_LEVELS: usize = crate::codec::MAX_SNAPSHOT_LEVELS;
 /// The dispatcher's state; runs on the sequencer thread as its [`Sink`].
 pub(crate) struct Dispatcher {
     control: Receiver<Control>,
+    inbound: Inbound,
     stats: Arc<Stats>,
     sessions: HashMap<u32, SessionRoute>,
     by_account: HashMap<AccountId, Vec<u32>>,
@@ -122,7 +127,7 @@ pub(crate) struct Dispatcher {
 
 impl Sink for Dispatcher {
     fn publish(&mut self, outcomes: &mut Vec<Published>, follow_up: &mut Vec<(u64, Command)>) {
-        self.drain_control();
+        let _ = self.drain_control();
         for published in outcomes.drain(..) {
             self.handle(published);
         }
@@ -148,10 +153,34 @@ impl Sink for Dispatcher {
             self.submit_internal(Command::Tick, Internal::Tick, follow_up);
         }
     }
+
+    fn poll_input(&mut self, input: &mut Vec<(u64, Command)>) -> bool {
+        let adopted = self.drain_control();
+        let told = self.inbound.poll(input);
+        adopted || told || !input.is_empty()
+    }
+
+    fn wait_for_input(&mut self, timeout: Duration) -> bool {
+        self.inbound.wait(timeout);
+        true
+    }
+
+    fn waker(&self) -> Option<Waker> {
+        Some(self.inbound.waker())
+    }
 }
 
 impl Dispatcher {
-    pub(crate) fn new(control: Receiver<Control>, stats: Arc<Stats>, config: &ServeConfig) -> Dispatcher {
+    /// A dispatcher for `config`'s markets; `control` is the receiving end of `to_self`, which
+    /// sessions and the operator send on.
+    pub(crate) fn new(
+        control: Receiver<Control>,
+        to_self: Sender<Control>,
+        context: Arc<Context>,
+        config: &ServeConfig,
+    ) -> std::io::Result<Dispatcher> {
+        let stats = Arc::clone(&context.stats);
+        let inbound = Inbound::new(context, to_self)?;
         let markets = config
             .markets
             .iter()
@@ -169,8 +198,9 @@ impl Dispatcher {
             })
             .collect();
         let now = Instant::now();
-        Dispatcher {
+        Ok(Dispatcher {
             control,
+            inbound,
             stats,
             sessions: HashMap::new(),
             by_account: HashMap::new(),
@@ -186,12 +216,19 @@ impl Dispatcher {
             next_heatmap: now,
             tick_every: (config.tick_ms > 0).then(|| Duration::from_millis(config.tick_ms)),
             next_tick: now,
-        }
+        })
     }
 
-    fn drain_control(&mut self) {
+    /// Applies what sessions, the acceptor and the operator sent; true when it adopted a new
+    /// connection (which may already have input waiting).
+    fn drain_control(&mut self) -> bool {
+        let mut adopted = false;
         while let Ok(control) = self.control.try_recv() {
             match control {
+                Control::Adopt(connection) => {
+                    self.inbound.adopt(connection);
+                    adopted = true;
+                }
                 Control::Register { session, account, out, requests } => {
                     self.sessions.insert(session, SessionRoute { account, out, requests });
                     if let Some(account) = account {
@@ -213,6 +250,7 @@ impl Dispatcher {
                 }
             }
         }
+        adopted
     }
 
     fn remove_session(&mut self, session: u32) {

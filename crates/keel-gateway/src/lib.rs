@@ -10,6 +10,7 @@ pub mod codec;
 pub mod config;
 mod depth;
 mod dispatcher;
+mod inbound;
 pub mod load;
 mod outbound;
 pub mod serve;

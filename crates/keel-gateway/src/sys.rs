@@ -1,31 +1,36 @@
-//! The two operating-system calls the standard library does not offer: a send that never blocks
-//! on a blocking socket, and the timer slack of a thread.
+//! The operating-system calls the standard library does not offer: a send and a receive that never
+//! block on a blocking socket (the session writer thread keeps the socket blocking), and `poll`
+//! over many sockets.
 //!
 //! Declared directly against the C library (which the standard library links already), like
-//! `signal.rs`, rather than through a crate. Linux only; elsewhere the functions report
-//! "would block" / do nothing, and the gateway falls back to its writer threads.
+//! `signal.rs`, rather than through a crate. Linux only; elsewhere the send and the receive report
+//! "would block" and the wait returns at once, so the gateway falls back to its writer threads and
+//! to polling its sockets.
 
 use std::io;
 use std::net::TcpStream;
-use std::time::Duration;
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use std::ffi::{c_int, c_long, c_ulong, c_void};
+    use std::ffi::{c_int, c_void};
 
     pub(super) const MSG_DONTWAIT: c_int = 0x40;
     pub(super) const MSG_NOSIGNAL: c_int = 0x4000;
-    pub(super) const PR_SET_TIMERSLACK: c_int = 29;
+
+    pub(super) const POLLIN: i16 = 0x001;
+
+    /// `struct pollfd`.
+    #[repr(C)]
+    pub(super) struct PollFd {
+        pub(super) fd: c_int,
+        pub(super) events: i16,
+        pub(super) revents: i16,
+    }
 
     unsafe extern "C" {
         pub(super) fn send(fd: c_int, buf: *const c_void, len: usize, flags: c_int) -> isize;
-        pub(super) fn prctl(
-            option: c_int,
-            arg2: c_ulong,
-            arg3: c_ulong,
-            arg4: c_ulong,
-            arg5: c_ulong,
-        ) -> c_long;
+        pub(super) fn recv(fd: c_int, buf: *mut c_void, len: usize, flags: c_int) -> isize;
+        pub(super) fn poll(fds: *mut PollFd, nfds: std::ffi::c_ulong, timeout: c_int) -> c_int;
     }
 }
 
@@ -62,17 +67,53 @@ pub(crate) fn send_nonblocking(stream: &TcpStream, bytes: &[u8]) -> io::Result<u
     }
 }
 
-/// Asks the kernel to fire this thread's timers (sleeps, timeouts) within `slack` of their
-/// deadline instead of the default 50 µs, so short sleeps are precise. Best effort.
-pub(crate) fn set_timer_slack(slack: Duration) {
+/// Receives what the socket holds now, without blocking: `Ok(0)` when the peer closed, `Err` with
+/// [`io::ErrorKind::WouldBlock`] when there is nothing.
+pub(crate) fn recv_nonblocking(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     #[cfg(target_os = "linux")]
     {
-        let ns = slack.as_nanos().clamp(1, u128::from(u32::MAX)) as std::ffi::c_ulong;
-        // SAFETY: PR_SET_TIMERSLACK takes one integer argument and touches no memory of ours.
-        unsafe {
-            linux::prctl(linux::PR_SET_TIMERSLACK, ns, 0, 0, 0);
+        use std::os::fd::AsRawFd;
+        loop {
+            // SAFETY: the pointer and length describe `buf`, which outlives the call and which
+            // `recv` writes at most `len` bytes into; the descriptor belongs to `stream`, which is
+            // open.
+            let received = unsafe {
+                linux::recv(stream.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), linux::MSG_DONTWAIT)
+            };
+            if received >= 0 {
+                return Ok(received as usize);
+            }
+            let error = io::Error::last_os_error();
+            if error.kind() != io::ErrorKind::Interrupted {
+                return Err(error);
+            }
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = slack;
+    {
+        let _ = (stream, buf);
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+}
+
+/// Waits until one of the descriptors `fds` has something to read (data, or the peer's close) or
+/// `timeout` passes. Which one is not reported: the caller tries them all without blocking. Runs
+/// only when the caller is idle, so the small array it builds costs nothing that matters.
+pub(crate) fn wait_readable(fds: &[i32], timeout: std::time::Duration) {
+    #[cfg(target_os = "linux")]
+    {
+        let mut polled: Vec<linux::PollFd> =
+            fds.iter().map(|&fd| linux::PollFd { fd, events: linux::POLLIN, revents: 0 }).collect();
+        let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as std::ffi::c_int;
+        // SAFETY: the pointer and count describe `polled`, which outlives the call; `poll` writes
+        // only the `revents` fields. An error (EINTR) simply ends the wait early.
+        unsafe {
+            linux::poll(polled.as_mut_ptr(), polled.len() as std::ffi::c_ulong, ms);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = fds;
+        std::thread::sleep(timeout.min(std::time::Duration::from_millis(1)));
+    }
 }
