@@ -16,9 +16,13 @@
 //! sequencer thread itself right after each commit — no hand-off to another thread, which is what
 //! a latency-sensitive consumer such as the gateway wants.
 //!
-//! Waking: the thread polls its queue for a short while after the last command (a spin, so a
-//! steady flow never pays for a wake-up) and then parks; a submitter unparks it only when it is
-//! parked. An idle sequencer therefore costs nothing.
+//! Input and waking: besides its queue, the thread reads a sink's own input
+//! ([`Sink::poll_input`]; the gateway's sockets), so commands from the network reach the engine
+//! without a hand-off. After the last command it keeps polling for a short while (a spin, so a
+//! steady flow never pays for a wake-up) and then sleeps — in the sink's own wait
+//! ([`Sink::wait_for_input`], the gateway's `poll(2)` over its sockets) or else parked. A
+//! submitter wakes it (unpark, and the sink's waker) only when it sleeps. An idle sequencer
+//! therefore costs nothing.
 //!
 //! Snapshots (`snapshot_every`) are an optimisation for recovery time, not part of durability:
 //! an acknowledgement is durable because the journal holds the command, and the journal alone
@@ -118,11 +122,11 @@ pub struct SequencerConfig {
 /// How the sequencer thread waits for work (see [`Sequencer::start_with_sink`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WaitPolicy {
-    /// How long the thread keeps polling its queue after the last command before it parks.
-    /// Zero parks at once; longer spins save the wake-up on a steady flow but burn a core when
+    /// How long the thread keeps polling its queue (and its sink's input) after the last command
+    /// before it sleeps. Zero sleeps at once; longer spins save the wake-up on a steady flow but burn a core when
     /// the machine has none to spare.
     pub spin: Duration,
-    /// Longest park: the thread wakes at least this often (a [`Sink`] gets its
+    /// Longest sleep: the thread wakes at least this often (a [`Sink`] gets its
     /// [`Sink::publish`] call then, with no outcomes, for its timers).
     pub idle: Duration,
 }
@@ -146,9 +150,10 @@ pub trait Sink: Send + 'static {
     fn publish(&mut self, outcomes: &mut Vec<Published>, follow_up: &mut Vec<(u64, Command)>);
 
     /// Reads the sink's own input — a gateway's sockets — into `input` without blocking, as
-    /// tagged commands that are applied like follow-ups. Returns whether it added any. Called
-    /// whenever the thread looks for work, so input the sink reads itself reaches the engine
-    /// without a hand-off to another thread. The default has no input.
+    /// tagged commands that are applied like follow-ups. Returns whether the sink has work: it
+    /// added commands, or wants a [`Sink::publish`] call for messages of its own. Called whenever
+    /// the thread looks for work, so input the sink reads itself reaches the engine without a
+    /// hand-off to another thread. The default has no input.
     fn poll_input(&mut self, input: &mut Vec<(u64, Command)>) -> bool {
         let _ = input;
         false
@@ -163,8 +168,8 @@ pub trait Sink: Send + 'static {
     }
 
     /// What ends a [`Sink::wait_for_input`] from another thread; called on every submission or
-    /// [`Sequencer::wake`] that finds the thread waiting. `None` (the default) for a sink that
-    /// does not wait.
+    /// [`Sequencer::wake`] that finds the thread waiting, and when the sequencer closes. `None`
+    /// (the default) for a sink that does not wait.
     fn waker(&self) -> Option<Waker> {
         None
     }
@@ -362,6 +367,10 @@ impl Sequencer {
         if let Some(thread) = self.inbound.thread.get() {
             thread.unpark();
         }
+        // The thread may be asleep in its sink's wait rather than parked.
+        if let Some(waker) = &self.inbound.waker {
+            waker();
+        }
     }
 }
 
@@ -412,7 +421,8 @@ fn wait_for_work(
                 return true;
             }
             spins += 1;
-            if spins % 8 == 0 && Instant::now() >= until {
+            // With a sink every pass reads its sockets, which costs more than the clock.
+            if (sink.is_some() || spins % 8 == 0) && Instant::now() >= until {
                 break;
             }
         }
@@ -472,10 +482,14 @@ fn run(
         let mut time_ms = wall_clock_ms(engine.time_ms());
         let mut next_seq = engine.last_seq() + 1;
         batch.clear();
+        // Follow-ups and the sink's input first, then the queue; at most `max_batch` in all, so
+        // one burst of input cannot make a batch (and the wait for its acknowledgements) grow
+        // without bound. What does not fit leads the next batch.
         let mut follow = follow_now.drain(..);
-        while let Some((tag, command)) = follow.next().or_else(|| {
-            if batch.len() < max_batch { inbound.queue.pop().map(|s| (s.tag, s.command)) } else { None }
-        }) {
+        while let Some((tag, command)) = (batch.len() < max_batch)
+            .then(|| follow.next().or_else(|| inbound.queue.pop().map(|s| (s.tag, s.command))))
+            .flatten()
+        {
             time_ms = wall_clock_ms(time_ms);
             // Queries are answered but not journalled, so they take no sequence number of their own.
             let seq = if command.is_query() {
@@ -486,7 +500,7 @@ fn run(
             };
             batch.push((tag, Sequenced { seq, time_ms, command }));
         }
-        drop(follow);
+        follow_up.extend(follow);
         if batch.is_empty() {
             // Woken for the sink alone (or to close).
             if let Some(sink) = sink.as_mut() {
@@ -992,6 +1006,82 @@ mod tests {
         // Whether the thread kept up or not, nothing was lost: every command was queued or handed back.
         let engine = sequencer.shutdown().expect("clean");
         assert_eq!(engine.last_seq() + full, 10_000);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A sink with input of its own, like the gateway's sockets: commands appear in `pending`
+    /// and it sleeps on a condition variable that its waker signals.
+    struct InputSink {
+        pending: Arc<std::sync::Mutex<Vec<(u64, Command)>>>,
+        seen: Arc<std::sync::Mutex<Vec<(u64, u64)>>>,
+        batches: Arc<std::sync::Mutex<Vec<usize>>>,
+        signal: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    }
+
+    impl Sink for InputSink {
+        fn publish(&mut self, outcomes: &mut Vec<Published>, _: &mut Vec<(u64, Command)>) {
+            if !outcomes.is_empty() {
+                self.batches.lock().expect("lock").push(outcomes.len());
+            }
+            self.seen.lock().expect("lock").extend(outcomes.drain(..).map(|o| (o.tag, o.seq)));
+        }
+
+        fn poll_input(&mut self, input: &mut Vec<(u64, Command)>) -> bool {
+            let mut pending = self.pending.lock().expect("lock");
+            input.append(&mut pending);
+            !input.is_empty()
+        }
+
+        fn wait_for_input(&mut self, timeout: Duration) -> bool {
+            let (flag, condvar) = &*self.signal;
+            let guard = flag.lock().expect("lock");
+            let (mut guard, _) = condvar.wait_timeout_while(guard, timeout, |set| !*set).expect("lock");
+            *guard = false;
+            true
+        }
+
+        fn waker(&self) -> Option<Waker> {
+            let signal = Arc::clone(&self.signal);
+            Some(Arc::new(move || {
+                *signal.0.lock().expect("lock") = true;
+                signal.1.notify_all();
+            }))
+        }
+    }
+
+    #[test]
+    fn a_sinks_own_input_is_applied_in_order_in_capped_batches_and_close_wakes_its_wait() {
+        let (engine, journal, config) = fresh_store("sink-input", None);
+        let dir = config.store_dir.clone();
+        let pending = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = InputSink {
+            pending: Arc::clone(&pending),
+            seen: Arc::clone(&seen),
+            batches: Arc::clone(&batches),
+            signal: Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new())),
+        };
+        // A long idle sleep: only a wake-up through the sink's waker can end it in time.
+        let wait = WaitPolicy { spin: Duration::ZERO, idle: Duration::from_secs(30) };
+        let sequencer = Sequencer::start_with_sink(engine, journal, config, wait, Box::new(sink));
+        std::thread::sleep(Duration::from_millis(20)); // asleep in the sink's wait by now
+        pending.lock().expect("lock").extend(
+            (1..=10u32).map(|a| (u64::from(a), Command::OpenAccount { account: AccountId(a) })),
+        );
+        sequencer.wake();
+        wait_until(|| seen.lock().expect("lock").len() == 10);
+        let seen = seen.lock().expect("lock").clone();
+        assert_eq!(seen, (1..=10).map(|a| (a, a)).collect::<Vec<_>>(), "applied in order, seq 1..=10");
+        let batches = batches.lock().expect("lock").clone();
+        assert!(batches.iter().all(|&n| n <= 4), "max_batch is 4: {batches:?}");
+        assert_eq!(batches.iter().sum::<usize>(), 10);
+
+        std::thread::sleep(Duration::from_millis(20)); // asleep again
+        let started = Instant::now();
+        let engine = sequencer.shutdown().expect("clean");
+        assert!(started.elapsed() < Duration::from_secs(5), "close woke the sink's wait");
+        assert_eq!(engine.last_seq(), 10);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -52,7 +52,8 @@ pub(crate) struct Request {
 }
 
 /// A session's requests in submission order. The session pushes before it submits; the
-/// dispatcher pops when the outcome arrives (a request that was never submitted is skipped).
+/// dispatcher pops when the outcome arrives. Every queued request is applied, so its entry is at
+/// the head; the dispatcher still skips entries that have no outcome rather than misattribute one.
 pub(crate) type Requests = Arc<SegQueue<Request>>;
 
 /// What sessions and the operator tell the dispatcher.
@@ -403,7 +404,7 @@ impl Dispatcher {
     }
 
     /// The request of `session` numbered `number`: requests come back in submission order, so
-    /// entries before it belong to requests that were never submitted (the engine was busy).
+    /// entries before it would belong to requests that never reached the engine (none do today).
     fn take_request(&mut self, session: u32, number: u32) -> Option<Pending> {
         let route = self.sessions.get(&session)?;
         while let Some(entry) = route.requests.pop() {

@@ -75,7 +75,7 @@ pub struct LoadReport {
     /// Rejects received (the engine's and the gateway's).
     pub rejected: u64,
     /// Of the rejects, those the gateway gave without the engine seeing the request (rate
-    /// limited, engine busy or stopped, not authorized).
+    /// limited, not authorized, or the busy and stopped codes other servers may send).
     pub refused: u64,
     /// Wall time from the first scheduled send to the last response.
     pub elapsed: Duration,

@@ -1,9 +1,9 @@
 //! A session's bounded outbound buffer, written to the socket directly by whoever fills it, with a
 //! writer thread for the rest.
 //!
-//! Producers (the dispatcher on the sequencer thread, the session's reader) append encoded frames
-//! under a short lock and then [`Outbound::flush`]: a non-blocking send of everything buffered, in
-//! one system call, straight from the producing thread — so an acknowledgement leaves the engine's
+//! Producers (the dispatcher and the sessions' inbound side, both on the sequencer thread) append
+//! encoded frames under a short lock and then [`Outbound::flush`]: a non-blocking send of
+//! everything buffered, in one system call, straight from the producing thread — so an acknowledgement leaves the engine's
 //! thread without waking any other. Whatever the socket does not take at once (a client that reads
 //! slowly) stays buffered and becomes the session writer thread's job: it waits until the socket is
 //! writable, writes the backlog, and hands the socket back. While it holds a backlog, producers only
@@ -187,8 +187,8 @@ impl Outbound {
                 let _ = write_blocking(&mut socket, &out);
                 let _ = socket.flush();
                 self.closed.store(true, Ordering::Release);
-                // Write side only: the reader drains what the client still sends, so the close
-                // does not reset the connection and destroy the frames in flight.
+                // Write side only: the session's closer drains what the client still sends, so the
+                // close does not reset the connection and destroy the frames in flight.
                 let _ = socket.shutdown(Shutdown::Write);
                 return (reason, text);
             }

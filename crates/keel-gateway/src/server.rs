@@ -228,9 +228,14 @@ impl Server {
         for stream in lock(&context.live).values() {
             let _ = stream.shutdown(Shutdown::Both);
         }
-        let closers = std::mem::take(&mut *lock(&context.closers));
-        for closer in closers {
-            let _ = closer.join();
+        loop {
+            let closers = std::mem::take(&mut *lock(&context.closers));
+            if closers.is_empty() {
+                break;
+            }
+            for closer in closers {
+                let _ = closer.join();
+            }
         }
         drop(shared);
     }
@@ -299,8 +304,16 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 }
                 let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
                 if let Some(connection) = connect(context, id, stream) {
-                    let _ = shared.control.send(Control::Adopt(connection));
-                    shared.sequencer.wake();
+                    match shared.control.send(Control::Adopt(connection)) {
+                        Ok(()) => shared.sequencer.wake(),
+                        Err(channel::SendError(control)) => {
+                            // The engine thread has ended: nobody would ever read this session.
+                            if let Control::Adopt(connection) = control {
+                                connection.out.close(DisconnectReason::Shutdown, "the engine has stopped");
+                            }
+                            lock(&context.live).remove(&id);
+                        }
+                    }
                 }
             }
             Err(error) if error.kind() == ErrorKind::WouldBlock => {

@@ -3,9 +3,9 @@
 //! over many sockets.
 //!
 //! Declared directly against the C library (which the standard library links already), like
-//! `signal.rs`, rather than through a crate. Linux only; elsewhere the send and the receive report
-//! "would block" and the wait returns at once, so the gateway falls back to its writer threads and
-//! to polling its sockets.
+//! `signal.rs`, rather than through a crate. The gateway serves sessions on Linux only: elsewhere
+//! these compile to stand-ins (the send and the receive report "would block", the wait sleeps a
+//! millisecond) so the rest of the workspace builds, but no session's input is ever read.
 
 use std::io;
 use std::net::TcpStream;
