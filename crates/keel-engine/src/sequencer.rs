@@ -1066,9 +1066,10 @@ mod tests {
         let wait = WaitPolicy { spin: Duration::ZERO, idle: Duration::from_secs(30) };
         let sequencer = Sequencer::start_with_sink(engine, journal, config, wait, Box::new(sink));
         std::thread::sleep(Duration::from_millis(20)); // asleep in the sink's wait by now
-        pending.lock().expect("lock").extend(
-            (1..=10u32).map(|a| (u64::from(a), Command::OpenAccount { account: AccountId(a) })),
-        );
+        pending
+            .lock()
+            .expect("lock")
+            .extend((1..=10u32).map(|a| (u64::from(a), Command::OpenAccount { account: AccountId(a) })));
         sequencer.wake();
         wait_until(|| seen.lock().expect("lock").len() == 10);
         let seen = seen.lock().expect("lock").clone();
