@@ -144,7 +144,9 @@ impl Default for WaitPolicy {
 /// of the next batch, ahead of queued submissions, and their outcomes come back to the sink like
 /// any other.
 pub trait Sink: Send + 'static {
-    /// Receives one committed batch's outcomes in sequence order (drain the vector). Also called
+    /// Receives one committed batch's outcomes in sequence order. Outcomes the sink leaves in the
+    /// vector are recycled (their event vectors are reused for later commands, so a steady flow
+    /// allocates none); a sink that keeps an outcome drains it. Also called
     /// with no outcomes when the thread was woken by [`Sequencer::wake`] or its idle timeout, so
     /// the sink can run its timers and react to messages of its own.
     fn publish(&mut self, outcomes: &mut Vec<Published>, follow_up: &mut Vec<(u64, Command)>);
@@ -177,6 +179,9 @@ pub trait Sink: Send + 'static {
 
 /// Interrupts a sink's wait for input (see [`Sink::waker`]).
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
+
+/// Largest event vector the sequencer keeps for reuse; an order's events fit many times over.
+const SPARE_EVENTS_CAPACITY: usize = 256;
 
 /// One client command on its way in, with a tag the client uses to match the outcome.
 #[derive(Debug)]
@@ -462,6 +467,8 @@ fn run(
     let max_batch = config.max_batch.max(1);
     let mut batch: Vec<(u64, Sequenced)> = Vec::with_capacity(max_batch);
     let mut outcomes: Vec<Published> = Vec::with_capacity(max_batch);
+    // Event vectors a sink left behind, reused for the next commands' events.
+    let mut spare_events: Vec<Vec<Event>> = Vec::with_capacity(max_batch);
     let mut follow_up: Vec<(u64, Command)> = Vec::new();
     let mut follow_now: Vec<(u64, Command)> = Vec::new();
     let mut payload = Vec::with_capacity(256);
@@ -519,7 +526,7 @@ fn run(
                 codec::encode_into(command, &mut payload);
                 journal.append(command.seq, &payload)?;
             }
-            let mut events = Vec::new();
+            let mut events = spare_events.pop().unwrap_or_default();
             engine.apply(command, &mut events);
             if let Some(snapshots) = snapshots.as_mut() {
                 snapshots.since += u64::from(!command.command.is_query());
@@ -531,7 +538,14 @@ fn run(
         match sink.as_mut() {
             Some(sink) => {
                 sink.publish(&mut outcomes, &mut follow_up);
-                outcomes.clear();
+                for outcome in outcomes.drain(..) {
+                    let mut events = outcome.events;
+                    // Bounded: at most a batch of vectors, none grown large by a rare cascade.
+                    if spare_events.len() < max_batch && events.capacity() <= SPARE_EVENTS_CAPACITY {
+                        events.clear();
+                        spare_events.push(events);
+                    }
+                }
             }
             None => {
                 for outcome in outcomes.drain(..) {
@@ -1023,7 +1037,12 @@ mod tests {
             if !outcomes.is_empty() {
                 self.batches.lock().expect("lock").push(outcomes.len());
             }
-            self.seen.lock().expect("lock").extend(outcomes.drain(..).map(|o| (o.tag, o.seq)));
+            // Read in place, like the gateway: the sequencer reuses the event vectors, and each
+            // outcome must still carry exactly its own command's events.
+            for o in outcomes.iter() {
+                assert_eq!(o.events.len(), 1, "one event per opened account: {:?}", o.events);
+            }
+            self.seen.lock().expect("lock").extend(outcomes.iter().map(|o| (o.tag, o.seq)));
         }
 
         fn poll_input(&mut self, input: &mut Vec<(u64, Command)>) -> bool {

@@ -129,7 +129,8 @@ pub(crate) struct Dispatcher {
 impl Sink for Dispatcher {
     fn publish(&mut self, outcomes: &mut Vec<Published>, follow_up: &mut Vec<(u64, Command)>) {
         let _ = self.drain_control();
-        for published in outcomes.drain(..) {
+        // Read in place: the sequencer reuses the outcomes' event vectors.
+        for published in outcomes.iter() {
             self.handle(published);
         }
         self.flush_touched();
@@ -367,7 +368,7 @@ impl Dispatcher {
 
     // ----- one outcome -----
 
-    fn handle(&mut self, published: Published) {
+    fn handle(&mut self, published: &Published) {
         if published.seq > self.last_seq + 1 && self.last_seq != 0 {
             // The ring overwrote outcomes we never saw: depth must be rebuilt from the engine.
             for state in self.markets.values_mut() {
@@ -399,7 +400,7 @@ impl Dispatcher {
         }
         self.route(&published.events, place);
         if let Some(reply) = reply {
-            let _ = reply.send(published.events);
+            let _ = reply.send(published.events.clone());
         }
     }
 
