@@ -615,3 +615,38 @@ fn funding_payments_are_pushed_to_the_accounts_that_pay_and_receive_them() {
     assert!(!paid_carol, "no position, no payment");
     server.shutdown().expect("clean shutdown");
 }
+
+#[test]
+fn the_session_limit_refuses_with_a_reason_and_shutdown_tells_every_session_why() {
+    let (mut config, _dir) = config("limit-and-shutdown");
+    config.limits.max_sessions = 2;
+    let server = Server::open(&config).expect("server starts");
+    let mut first = logon(&server, 1);
+    let mut second = logon(&server, 2);
+    // A third connection is over the limit: it is told so and closed, and the two stay.
+    let mut third = Client::connect(server.address()).expect("connect");
+    let refused = third.receiver.recv_until(WAIT, |m| match m {
+        ServerMessage::Disconnect { reason, .. } => Some(*reason),
+        _ => None,
+    });
+    assert_eq!(refused.expect("a disconnect frame"), DisconnectReason::TooManySessions);
+    assert!(request(&mut first, limit(1, Side::Buy, 640_000, 10)).is_ok(), "the first session still trades");
+
+    // Shutdown ends both sessions with the `Shutdown` reason, from the engine thread that reads
+    // them, and returns promptly once they are closed.
+    let started = Instant::now();
+    let shutdown = std::thread::spawn(move || {
+        let engine = server.shutdown().expect("clean shutdown");
+        engine.last_seq()
+    });
+    for client in [&mut first, &mut second] {
+        let reason = client.receiver.recv_until(WAIT, |m| match m {
+            ServerMessage::Disconnect { reason, .. } => Some(*reason),
+            _ => None,
+        });
+        assert_eq!(reason.expect("a disconnect frame"), DisconnectReason::Shutdown);
+        client.close();
+    }
+    assert!(shutdown.join().expect("shutdown thread") > 0, "the order was journalled");
+    assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
+}
