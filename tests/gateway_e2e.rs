@@ -650,3 +650,32 @@ fn the_session_limit_refuses_with_a_reason_and_shutdown_tells_every_session_why(
     assert!(shutdown.join().expect("shutdown thread") > 0, "the order was journalled");
     assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
 }
+
+#[test]
+fn sessions_that_come_and_go_abruptly_are_all_closed_and_counted() {
+    let (config, _dir) = config("churn");
+    let server = Server::open(&config).expect("server starts");
+    // Rounds of sessions that log on, pipeline orders without waiting, and vanish (no logout,
+    // unread responses left behind), as crashing clients do.
+    for round in 0..5u64 {
+        let clients: Vec<Client> = (1..=4).map(|account| logon(&server, account)).collect();
+        for (i, mut client) in clients.into_iter().enumerate() {
+            for k in 0..20u64 {
+                let side = if (k + i as u64) % 2 == 0 { Side::Buy } else { Side::Sell };
+                let _ = client.sender.send(&limit(round * 1_000 + k + 1, side, 640_000 + k as i64, 1));
+            }
+            client.close();
+        }
+    }
+    // Every one of those sessions is closed and counted, and the server still serves.
+    let deadline = Instant::now() + WAIT;
+    while server.stats().sessions_closed.load(Ordering::Relaxed) < 20 {
+        assert!(Instant::now() < deadline, "sessions closed: {:?}", server.stats().sessions_closed);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(server.stats().sessions_opened.load(Ordering::Relaxed), 20);
+    let mut fresh = logon(&server, 1);
+    assert!(request(&mut fresh, limit(9_999, Side::Buy, 600_000, 1)).is_ok());
+    drop(fresh);
+    server.shutdown().expect("clean shutdown");
+}
