@@ -190,4 +190,13 @@ impl Client {
     pub fn split(self) -> (Sender, Receiver) {
         (self.sender, self.receiver)
     }
+
+    /// The socket itself, with the bytes already received but not yet decoded (the start of the
+    /// next frame), for a caller that drives the connection its own way (the load generator's
+    /// non-blocking loop) after logging on here. Any read timeout set by `recv` is cleared.
+    pub fn into_stream(self) -> Result<(TcpStream, Vec<u8>), ClientError> {
+        let Receiver { buf, start, end, .. } = self.receiver;
+        self.sender.stream.set_read_timeout(None)?;
+        Ok((self.sender.stream, buf[start..end].to_vec()))
+    }
 }

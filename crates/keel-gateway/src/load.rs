@@ -14,8 +14,8 @@
 //! response paid a thread wake-up (20–30 µs late on a virtual machine), which made the
 //! generator's own send lag about half the measured round trip.
 
-use crate::client::ClientError;
-use crate::codec::{ClientMessage, NewOrder, RejectCode, ServerMessage, key_bytes};
+use crate::client::{Client, ClientError};
+use crate::codec::{ClientMessage, NewOrder, RejectCode, ServerMessage};
 use hdrhistogram::Histogram;
 use keel_types::{AccountId, MarketId, OrderId, OrderKind, Price, Qty, Side, StpMode, TimeInForce};
 use std::collections::{BTreeMap, VecDeque};
@@ -135,9 +135,6 @@ const SPIN_AHEAD: Duration = Duration::from_micros(3);
 /// still outstanding (a server that lost them must not hang the generator).
 const DRAIN_IDLE: Duration = Duration::from_secs(2);
 
-/// How long connecting and logging on may take.
-const LOGON_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Acked order ids a session keeps for the flow's cancels; beyond this the flow places instead,
 /// which keeps the generator's memory bounded when the server acks faster than the flow cancels.
 const RESTING: usize = 1 << 16;
@@ -234,30 +231,19 @@ impl Session {
         }
     }
 
-    /// Connects, logs on as `account` (blocking, with a timeout), then makes the socket
+    /// Connects and logs on as `account` with the blocking client, then takes over its socket,
     /// non-blocking for the run.
     fn logon(address: SocketAddr, account: AccountId, key: &str, rng: Rng) -> Result<Session, ClientError> {
-        let mut stream = TcpStream::connect_timeout(&address, LOGON_TIMEOUT)?;
-        stream.set_nodelay(true)?;
-        let mut frame = Vec::new();
-        ClientMessage::Logon { account, key: key_bytes(key) }.encode_into(&mut frame);
-        stream.write_all(&frame)?;
-        // Short read timeouts, so the deadline below is checked while waiting.
-        stream.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let (client, _) = Client::logon(address, account, key)?;
+        let (stream, already) = client.into_stream()?;
+        stream.set_nonblocking(true)?;
         let mut session = Session::new(stream, rng);
-        let deadline = Instant::now() + LOGON_TIMEOUT;
-        loop {
-            match session.next_message()? {
-                Some(ServerMessage::LogonAck { .. }) => break,
-                Some(other) => return Err(ClientError::Unexpected(Box::new(other))),
-                None if Instant::now() >= deadline => return Err(ClientError::Timeout),
-                None => {
-                    session.read()?;
-                }
-            }
+        // Whatever arrived behind the logon ack is the start of the run's responses.
+        if session.received.len() < already.len() {
+            session.received.resize(already.len(), 0);
         }
-        session.stream.set_read_timeout(None)?;
-        session.stream.set_nonblocking(true)?;
+        session.received[..already.len()].copy_from_slice(&already);
+        session.tail = already.len();
         Ok(session)
     }
 

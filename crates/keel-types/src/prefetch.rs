@@ -24,8 +24,12 @@ pub fn prefetch<T>(p: *const T) {
 pub fn prefetch_bytes<T>(p: *const T, bytes: usize, max_lines: usize) {
     const LINE: usize = 64;
     let start = p.cast::<u8>();
-    let lines = bytes.div_ceil(LINE).min(max_lines);
+    // Counted from the line `p` falls in, so an object that straddles a line boundary gets the
+    // last line too.
+    let offset = start as usize % LINE;
+    let lines = (offset + bytes).div_ceil(LINE).min(max_lines);
+    let first = start.wrapping_sub(offset);
     for i in 0..lines {
-        prefetch(start.wrapping_add(i * LINE));
+        prefetch(first.wrapping_add(i * LINE));
     }
 }
