@@ -130,8 +130,10 @@ impl OrderBook {
         let mut left = notional.max(0);
         for level in self.levels(taker_side.opposite()) {
             let price = i128::from(level.price.0);
-            let affordable = left / price;
-            let take = affordable.min(i128::from(level.qty.0));
+            let level_notional = price * i128::from(level.qty.0);
+            // Whole levels are taken without dividing; only the level the notional runs out in
+            // needs the division (the impact-price sampling walks dozens of levels per index update).
+            let take = if left >= level_notional { i128::from(level.qty.0) } else { left / price };
             if take > 0 {
                 left -= take * price;
                 estimate.qty.0 += take as i64;
