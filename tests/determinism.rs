@@ -3,9 +3,10 @@
 //! same events and the same state digest; and the exchange's invariants hold after every command.
 
 use keel_engine::journal::{FlushPolicy, Journal};
-use keel_engine::{Engine, Event, Sequenced, codec, store};
+use keel_engine::{Command, Engine, Event, Sequenced, codec, store};
 use keel_liquidation::ValueCheck;
 use keel_sim::engine_flow::{EngineFlowConfig, generate};
+use keel_types::AccountId;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -162,4 +163,71 @@ fn the_same_commands_give_the_same_events_and_state_every_way_they_are_applied()
     assert_eq!(from_snapshot.digest(), half_engine.digest());
     assert_eq!(run(&mut from_snapshot, &commands[half..]), first_events[half..].to_vec());
     assert_eq!(from_snapshot.digest(), first.digest());
+}
+
+/// The ADL quantiles shown to every account, through account-view queries (which change nothing).
+fn quantiles(engine: &mut Engine, accounts: u32) -> Vec<Option<u8>> {
+    let mut shown = Vec::new();
+    for account in 1..=accounts {
+        let mut events = Vec::new();
+        let query = Command::AccountView { account: AccountId(account) };
+        engine.apply(&Sequenced { seq: 0, time_ms: 0, command: query }, &mut events);
+        for event in events {
+            if let Event::AccountView(view) = event {
+                shown.extend(view.positions.iter().filter(|p| p.size.0 != 0).map(|p| p.adl_quantile));
+            }
+        }
+    }
+    shown
+}
+
+/// The ADL quantiles are refreshed by a sweep spread over many commands. A snapshot taken while
+/// a sweep is under way restores it mid-way: the restored engine finishes the same sweep with
+/// the same events, digests and quantiles as the engine that never stopped.
+#[test]
+fn a_snapshot_taken_during_an_adl_refresh_sweep_restores_the_sweep() {
+    // More accounts than a tick re-scores, so the sweep outlasts the tick that starts it.
+    let accounts = 2_000;
+    let commands = generate(&EngineFlowConfig::new(2, accounts, 6_000));
+    let mut engine = Engine::new();
+    let mut at = None;
+    for (i, command) in commands.iter().enumerate() {
+        engine.apply(command, &mut Vec::new());
+        if matches!(command.command, Command::Tick) && engine.liquidator().adl_ranking().refreshing() {
+            at = Some(i + 1);
+            break;
+        }
+    }
+    let at = at.expect("a tick starts a sweep that is still running after it");
+    let before = quantiles(&mut engine, accounts);
+    assert!(before.iter().all(Option::is_none), "no sweep has completed yet");
+
+    let mut restored = codec::decode::<Engine>("snapshot", &codec::encode(&engine)).unwrap().restored();
+    assert!(restored.liquidator().adl_ranking().refreshing());
+    // The rest of the stream, then a tick a second (a venue going quiet) until the sweep is done.
+    let last = commands.last().unwrap();
+    let ticks = (1..=200u64).map(|i| Sequenced {
+        seq: last.seq + i,
+        time_ms: last.time_ms + i * 1_000,
+        command: Command::Tick,
+    });
+    let mut applied = 0;
+    for command in commands[at..].iter().cloned().chain(ticks) {
+        if !engine.liquidator().adl_ranking().refreshing() {
+            break;
+        }
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        engine.apply(&command, &mut a);
+        restored.apply(&command, &mut b);
+        assert_eq!(a, b, "seq {}", command.seq);
+        applied += 1;
+    }
+    assert!(!engine.liquidator().adl_ranking().refreshing(), "the sweep completes");
+    assert!(!restored.liquidator().adl_ranking().refreshing());
+    assert_eq!(restored.digest(), engine.digest());
+    // Spread over many commands, not done at once.
+    assert!(applied > 30, "the sweep ended after {applied} commands");
+    let after = quantiles(&mut engine, accounts);
+    assert!(after.iter().filter(|q| q.is_some()).count() > 100, "positions show quantiles after the sweep");
+    assert_eq!(quantiles(&mut restored, accounts), after);
 }

@@ -540,7 +540,10 @@ fn depth_and_impact_queries() {
     assert_eq!((est.qty, est.notional, est.worst_price, est.complete), (Qty(5), 502, Some(Price(101)), true));
     // More than the whole side costs (300 + 303 + 515): everything, and not complete.
     let est = b.estimate_fill_notional(Side::Buy, 5_000);
-    assert_eq!((est.qty, est.notional, est.worst_price, est.complete), (Qty(11), 1_118, Some(Price(103)), false));
+    assert_eq!(
+        (est.qty, est.notional, est.worst_price, est.complete),
+        (Qty(11), 1_118, Some(Price(103)), false)
+    );
     assert_eq!(b.estimate_fill_qty(Side::Sell, Qty(1)).average_price(Rounding::Floor), Some(Price(98)));
     // Depth within 1 tick of 101: levels 100 and 101; within 2 ticks 103 counts too.
     assert_eq!(b.qty_within(Side::Sell, Price(101), 1), Qty(6));

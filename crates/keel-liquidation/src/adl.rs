@@ -22,6 +22,15 @@
 //! *only if* some mark moved since its last full ranking: once per mark that needs ADL, not once
 //! per event, and every deleveraging step after that at the same marks costs `O(log n)`.
 //! The quantiles venues show (1–5) come from the thresholds of the last full ranking.
+//!
+//! **A rolling refresh for the quantiles.** Re-scoring every position at once is `O(n log n)`
+//! work in one command — milliseconds at 100,000 accounts, during which every order waits. The
+//! quantiles shown to traders are therefore refreshed by a sweep spread over many commands
+//! ([`AdlRanking::start_refresh`], [`AdlRanking::step_refresh`]): it re-scores the accounts in
+//! slot order a few per command, then walks each market side in rank order a slice per command
+//! to find its cut points at 20/40/60/80%, and replaces that side's thresholds when its walk is
+//! done. The quantiles between two sweeps are those of the last completed one. Deleveraging does
+//! not use the sweep: it still re-ranks its market in full at the current marks first.
 
 use crate::LiquidationError;
 use keel_margin::{Clearinghouse, MarginMode, Position};
@@ -29,6 +38,7 @@ use keel_types::{AccountId, MarketId, Money, Price};
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound::{Excluded, Unbounded};
 
 /// Fixed-point scale of an ADL score: 10^8 is 1.0.
 pub const ADL_SCORE_SCALE: i128 = 100_000_000;
@@ -111,11 +121,242 @@ pub struct AdlRanking {
     markets: BTreeMap<MarketId, MarketRank>,
     /// Per account: its ranked positions as (market, long, score).
     members: BTreeMap<AccountId, Vec<(MarketId, bool, i64)>>,
+    /// Where the rolling quantile refresh stands. Part of the state (and of a snapshot): a
+    /// restored engine continues the sweep exactly where the original was.
+    refresh: Refresh,
+    /// When the running sweep started (engine time, milliseconds): its schedule's origin.
+    refresh_started_ms: u64,
+    /// Ranked positions the running sweep's walks step over in all, set as the walks begin,
+    /// and how many they have stepped over so far: the walks' share of the schedule.
+    to_walk: u64,
+    walked: u64,
     #[serde(skip)]
     changed: Vec<AccountId>,
 }
 
+/// How much of the rolling refresh one call of [`AdlRanking::step_refresh`] may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefreshBudget {
+    /// Accounts to re-score (each `O(positions × log n)`).
+    pub accounts: u32,
+    /// Ranked positions to step over while looking for the quantile cut points (each `O(1)`
+    /// amortized).
+    pub entries: u32,
+}
+
+impl RefreshBudget {
+    /// Nothing to do.
+    pub const NONE: RefreshBudget = RefreshBudget { accounts: 0, entries: 0 };
+
+    /// The larger of two budgets, part by part.
+    pub fn max(self, other: RefreshBudget) -> RefreshBudget {
+        RefreshBudget {
+            accounts: self.accounts.max(other.accounts),
+            entries: self.entries.max(other.entries),
+        }
+    }
+
+    /// The smaller of two budgets, part by part.
+    pub fn min(self, other: RefreshBudget) -> RefreshBudget {
+        RefreshBudget {
+            accounts: self.accounts.min(other.accounts),
+            entries: self.entries.min(other.entries),
+        }
+    }
+}
+
+/// `ceil(total × done / span)` for `done ≤ span`, saturating: how much of `total` a schedule
+/// over `span` owes after `done`.
+fn scheduled(total: u64, done: u64, span: u64) -> u64 {
+    let owed = (u128::from(total) * u128::from(done.min(span))).div_ceil(u128::from(span.max(1)));
+    owed.min(u128::from(u64::MAX)) as u64
+}
+
+/// The stage of the rolling quantile refresh.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+enum Refresh {
+    /// No sweep is running.
+    #[default]
+    Idle,
+    /// Re-scoring accounts in slot order; `next` is the next slot.
+    Rescoring { next: u32 },
+    /// Walking one market side in rank order for its cut points.
+    Thresholds(Walk),
+}
+
+/// A walk over one market side in rank order, resumable between commands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Walk {
+    market: MarketId,
+    long: bool,
+    /// Size of the side when the walk began: the cut points are ranks of that many.
+    total: u64,
+    /// Entries stepped over so far (the rank of the next one).
+    visited: u64,
+    /// The last entry stepped over; the walk resumes after it (the set may change meanwhile,
+    /// which moves the cut points by as many ranks as it changed).
+    after: Option<(Reverse<i64>, AccountId)>,
+    /// Cut points found so far, best first.
+    found: Vec<i64>,
+}
+
+impl Walk {
+    /// The walk of the first side at or after `(market, long)` (longs before shorts), if any.
+    fn first_from(markets: &BTreeMap<MarketId, MarketRank>, market: MarketId, long: bool) -> Option<Walk> {
+        let mut sides = markets
+            .range(market..)
+            .flat_map(|(&m, rank)| [(m, true, rank.longs.order.len()), (m, false, rank.shorts.order.len())]);
+        // Sides in walk order sort by (market, shorts after longs).
+        let (market, long, total) = sides.find(|&(m, l, _)| (m, !l) >= (market, !long))?;
+        Some(Walk {
+            market,
+            long,
+            total: total as u64,
+            visited: 0,
+            after: None,
+            found: Vec::with_capacity(4),
+        })
+    }
+
+    /// The walk of the side after this one, if any.
+    fn next(&self, markets: &BTreeMap<MarketId, MarketRank>) -> Option<Walk> {
+        if self.long {
+            return Walk::first_from(markets, self.market, false);
+        }
+        let (&market, _) = markets.range(self.market..).find(|&(&m, _)| m > self.market)?;
+        Walk::first_from(markets, market, true)
+    }
+
+    /// The rank of cut point `q` (1–4) of a side of `total`: the last rank in its top q/5.
+    fn cut(total: u64, q: u64) -> u64 {
+        (total * q).div_ceil(5) - 1
+    }
+}
+
 impl AdlRanking {
+    /// Starts a rolling quantile refresh at engine time `now_ms` (see the module documentation),
+    /// unless one is running: a sweep that outlasts the refresh cadence simply finishes first.
+    pub fn start_refresh(&mut self, now_ms: u64) {
+        if self.refresh == Refresh::Idle {
+            self.refresh = Refresh::Rescoring { next: 0 };
+            self.refresh_started_ms = now_ms;
+            self.to_walk = 0;
+            self.walked = 0;
+        }
+    }
+
+    /// What the running sweep owes at `now_ms` on a schedule that spreads it over `span_ms` of
+    /// engine time: the accounts in the first half, the walks in the second. A caller that
+    /// steps by this (capped per command) keeps the work per command proportional to elapsed
+    /// time, so a busy venue pays a few instructions per command instead of a stall.
+    pub fn refresh_due(&self, ch: &Clearinghouse, now_ms: u64, span_ms: u64) -> RefreshBudget {
+        let elapsed = now_ms.saturating_sub(self.refresh_started_ms);
+        let half = (span_ms / 2).max(1);
+        let clamp = |owed: u64| owed.min(u64::from(u32::MAX)) as u32;
+        match &self.refresh {
+            Refresh::Idle => RefreshBudget::NONE,
+            Refresh::Rescoring { next } => {
+                let owed =
+                    scheduled(ch.accounts().len() as u64, elapsed, half).saturating_sub(u64::from(*next));
+                RefreshBudget { accounts: clamp(owed), entries: 0 }
+            }
+            Refresh::Thresholds(_) => {
+                let owed =
+                    scheduled(self.to_walk, elapsed.saturating_sub(half), half).saturating_sub(self.walked);
+                RefreshBudget { accounts: 0, entries: clamp(owed) }
+            }
+        }
+    }
+
+    /// True while a rolling refresh is under way.
+    pub fn refreshing(&self) -> bool {
+        self.refresh != Refresh::Idle
+    }
+
+    /// Advances the rolling refresh by at most `budget`: re-scores accounts in slot order, then
+    /// walks each market side for its quantile cut points, replacing a side's thresholds once
+    /// its walk is complete. Does nothing when no sweep runs.
+    pub fn step_refresh(
+        &mut self,
+        ch: &Clearinghouse,
+        budget: RefreshBudget,
+    ) -> Result<(), LiquidationError> {
+        let mut accounts = budget.accounts;
+        let mut entries = budget.entries;
+        loop {
+            match &mut self.refresh {
+                Refresh::Idle => return Ok(()),
+                Refresh::Rescoring { next } => {
+                    let slot = *next as usize;
+                    let Some(account) = ch.accounts().get(slot).map(|a| a.id()) else {
+                        // Every account re-scored: the walks begin, each to 80 % of its side.
+                        self.to_walk = self
+                            .markets
+                            .values()
+                            .flat_map(|rank| [&rank.longs, &rank.shorts])
+                            .map(|side| (side.order.len() as u64 * 4).div_ceil(5))
+                            .sum();
+                        self.refresh = match Walk::first_from(&self.markets, MarketId(0), true) {
+                            Some(walk) => Refresh::Thresholds(walk),
+                            None => Refresh::Idle,
+                        };
+                        continue;
+                    };
+                    if accounts == 0 {
+                        return Ok(());
+                    }
+                    accounts -= 1;
+                    *next += 1;
+                    self.rescore_account(ch, account)?;
+                }
+                Refresh::Thresholds(walk) => {
+                    if entries == 0 {
+                        return Ok(());
+                    }
+                    let Some(rank) = self.markets.get_mut(&walk.market) else {
+                        // Ranked markets are never removed; a missing one has nothing to walk.
+                        self.refresh = walk.next(&self.markets).map_or(Refresh::Idle, Refresh::Thresholds);
+                        continue;
+                    };
+                    let side = rank.side(walk.long);
+                    let range = match walk.after {
+                        Some(after) => side.order.range((Excluded(after), Unbounded)),
+                        None => side.order.range(..),
+                    };
+                    let mut done = walk.total == 0;
+                    for &entry in range {
+                        if done || entries == 0 {
+                            break;
+                        }
+                        entries -= 1;
+                        self.walked += 1;
+                        // On a small side several cut points fall on the same rank.
+                        while walk.found.len() < 4
+                            && walk.visited == Walk::cut(walk.total, walk.found.len() as u64 + 1)
+                        {
+                            walk.found.push(entry.0.0);
+                        }
+                        done = walk.found.len() == 4;
+                        walk.visited += 1;
+                        walk.after = Some(entry);
+                    }
+                    let exhausted = walk
+                        .after
+                        .is_none_or(|after| side.order.range((Excluded(after), Unbounded)).next().is_none());
+                    if done || exhausted {
+                        // A side that shrank under the walk keeps its last cut point for the
+                        // ones it no longer reaches, so every side still shows five quantiles.
+                        if let Some(&last) = walk.found.last() {
+                            walk.found.resize(4, last);
+                        }
+                        side.thresholds = std::mem::take(&mut walk.found);
+                        self.refresh = walk.next(&self.markets).map_or(Refresh::Idle, Refresh::Thresholds);
+                    }
+                }
+            }
+        }
+    }
+
     /// Re-scores the accounts the clearinghouse reports as changed since the last call.
     pub fn sync(&mut self, ch: &mut Clearinghouse) -> Result<(), LiquidationError> {
         let mut changed = std::mem::take(&mut self.changed);

@@ -22,7 +22,7 @@ mod fund;
 mod liquidator;
 pub mod settle;
 
-pub use adl::{ADL_SCORE_SCALE, AdlRanking, adl_score};
+pub use adl::{ADL_SCORE_SCALE, AdlRanking, RefreshBudget, adl_score};
 pub use books::BookSet;
 pub use conservation::ValueCheck;
 pub use error::LiquidationError;

@@ -4,7 +4,7 @@
 //! The rules, their sources and their costs are in `docs/liquidation.md`.
 
 use crate::LiquidationError;
-use crate::adl::AdlRanking;
+use crate::adl::{AdlRanking, RefreshBudget};
 use crate::books::BookSet;
 use crate::event::{CloseKind, LiquidationEvent};
 use crate::fund::{FundFlowKind, FundScope, InsuranceFund};
@@ -213,6 +213,28 @@ impl Liquidator {
             self.adl.ensure_current(ch, m)?;
         }
         Ok(())
+    }
+
+    /// Starts a rolling refresh of the ADL quantiles traders see, unless one is running (see
+    /// [`AdlRanking`]): the engine starts one on its display cadence and advances it with
+    /// [`Self::step_adl_refresh`] after every command, so no single command re-ranks everything.
+    pub fn start_adl_refresh(&mut self, now_ms: u64) {
+        self.adl.start_refresh(now_ms);
+    }
+
+    /// What a running quantile refresh owes at `now_ms` on a schedule spread over `span_ms`
+    /// (see [`AdlRanking::refresh_due`]).
+    pub fn adl_refresh_due(&self, ch: &Clearinghouse, now_ms: u64, span_ms: u64) -> RefreshBudget {
+        self.adl.refresh_due(ch, now_ms, span_ms)
+    }
+
+    /// Advances a running quantile refresh by at most `budget`; nothing when none runs.
+    pub fn step_adl_refresh(
+        &mut self,
+        ch: &Clearinghouse,
+        budget: RefreshBudget,
+    ) -> Result<(), LiquidationError> {
+        self.adl.step_refresh(ch, budget)
     }
 
     /// The clearinghouse's account view with each position's ADL quantile filled in.

@@ -9,7 +9,7 @@
 mod common;
 
 use common::*;
-use keel_liquidation::{ADL_SCORE_SCALE, LiquidationConfig, adl_score};
+use keel_liquidation::{ADL_SCORE_SCALE, LiquidationConfig, RefreshBudget, adl_score};
 use keel_types::{AccountId, MarketId};
 use rust_decimal::Decimal;
 
@@ -79,4 +79,136 @@ fn the_score_follows_the_formula_and_saturates_instead_of_overflowing() {
     assert_eq!(adl_score(-1_000, 10_000, 9_000, 0), i64::MIN);
     // Huge values saturate rather than wrap.
     assert_eq!(adl_score(i128::from(i64::MAX), 1, i128::from(i64::MAX), 1), i64::MAX);
+}
+
+/// The quantile every position of `accounts` shows in `market` (`None` when unranked).
+fn quantiles(
+    w: &World,
+    liq: &keel_liquidation::Liquidator,
+    accounts: &[AccountId],
+    market: u32,
+) -> Vec<Option<u8>> {
+    accounts
+        .iter()
+        .map(|&a| {
+            let view = liq.account_view(&w.ch, a).unwrap();
+            view.positions.iter().find(|p| p.market == MarketId(market)).and_then(|p| p.adl_quantile)
+        })
+        .collect()
+}
+
+#[test]
+fn a_rolling_refresh_spread_over_many_steps_shows_the_quantiles_of_a_full_ranking() {
+    // Two markets, both sides ranked, sides of different sizes (cut points fall unevenly).
+    let mut w = World::new(2, flat_tiers(), LiquidationConfig::default());
+    let whale = w.account(1_000, 100_000_000);
+    let mut traders = Vec::new();
+    for i in 0..41u32 {
+        let a = w.account(i + 1, 500 + i64::from(i * 37 % 23) * 100);
+        let (qty, entry) = (5 + i64::from(i % 7) * 3, 95 + i64::from(i % 11));
+        if i % 3 == 0 {
+            w.trade(0, a, whale, qty, entry)
+        } else {
+            w.trade(0, whale, a, qty, entry)
+        }
+        if i % 2 == 0 {
+            w.trade(1, whale, a, qty + 1, entry - 2);
+        }
+        traders.push(a);
+    }
+    w.mark(0, 97);
+    w.mark(1, 101);
+
+    let mut full = w.liq.clone();
+    full.refresh_adl_ranking(&mut w.ch).unwrap();
+    let expected: Vec<_> = (0..2).map(|m| quantiles(&w, &full, &traders, m)).collect();
+    assert!(expected[0].iter().all(Option::is_some), "every trader is ranked: {expected:?}");
+    // Only the even traders hold the second market.
+    assert!(expected[1].iter().enumerate().all(|(i, q)| q.is_some() == (i % 2 == 0)), "{expected:?}");
+    assert!(expected[0].contains(&Some(5)) && expected[0].contains(&Some(1)));
+
+    for budget in [RefreshBudget { accounts: 1, entries: 1 }, RefreshBudget { accounts: 3, entries: 7 }] {
+        let mut rolling = w.liq.clone();
+        assert_eq!(quantiles(&w, &rolling, &traders, 0), vec![None; traders.len()], "nothing ranked yet");
+        rolling.start_adl_refresh(0);
+        let mut steps = 0;
+        while rolling.adl_ranking().refreshing() {
+            rolling.step_adl_refresh(&w.ch, budget).unwrap();
+            steps += 1;
+            assert!(steps < 10_000, "the refresh ends");
+        }
+        // 42 accounts re-scored, then four sides walked to 80 % of their ranks.
+        assert!(steps >= 42 / budget.accounts as usize, "{steps} steps");
+        for m in 0..2 {
+            assert_eq!(quantiles(&w, &rolling, &traders, m), expected[m as usize], "market {m}, {budget:?}");
+        }
+        // The same scores as the full ranking, in the same order.
+        for long in [true, false] {
+            assert_eq!(
+                rolling.adl_ranking().ranked(MarketId(0), long),
+                full.adl_ranking().ranked(MarketId(0), long)
+            );
+        }
+    }
+}
+
+#[test]
+fn a_running_refresh_is_not_restarted_and_an_idle_one_does_nothing() {
+    let mut w = World::new(1, flat_tiers(), LiquidationConfig::default());
+    let whale = w.account(100, 10_000_000);
+    let a = w.account(1, 1_000);
+    let b = w.account(2, 1_000);
+    w.trade(0, whale, a, 10, 100);
+    w.trade(0, whale, b, 10, 110);
+    w.mark(0, 100);
+    let one = RefreshBudget { accounts: 1, entries: 1 };
+    let idle = w.liq.clone();
+    w.liq.step_adl_refresh(&w.ch, one).unwrap();
+    assert_eq!(w.liq.adl_ranking(), idle.adl_ranking(), "no sweep, no change");
+    w.liq.start_adl_refresh(0);
+    w.liq.step_adl_refresh(&w.ch, one).unwrap();
+    let midway = w.liq.clone();
+    w.liq.start_adl_refresh(0);
+    assert_eq!(w.liq.adl_ranking(), midway.adl_ranking(), "starting again keeps the sweep's place");
+    while w.liq.adl_ranking().refreshing() {
+        w.liq.step_adl_refresh(&w.ch, one).unwrap();
+    }
+    // A side of two has its cut points at ranks 0, 0, 1, 1: b (short from 110, in profit) first,
+    // a (flat) at the third and fourth cut; the lone long is first in line.
+    assert_eq!(quantiles(&w, &w.liq, &[whale, b, a], 0), vec![Some(5), Some(5), Some(3)]);
+    let mut full = w.liq.clone();
+    full.refresh_adl_ranking(&mut w.ch).unwrap();
+    assert_eq!(quantiles(&w, &full, &[whale, b, a], 0), vec![Some(5), Some(5), Some(3)]);
+}
+
+#[test]
+fn a_paced_refresh_owes_accounts_in_the_first_half_of_its_span_and_walks_in_the_second() {
+    let mut w = World::new(1, flat_tiers(), LiquidationConfig::default());
+    let whale = w.account(100, 10_000_000);
+    for i in 1..=9 {
+        let a = w.account(i, 1_000);
+        w.trade(0, whale, a, 10, 100 + i64::from(i));
+    }
+    w.mark(0, 100);
+    let span = 1_000;
+    assert_eq!(w.liq.adl_refresh_due(&w.ch, 0, span), RefreshBudget::NONE, "idle owes nothing");
+    w.liq.start_adl_refresh(5_000);
+    assert_eq!(w.liq.adl_refresh_due(&w.ch, 5_000, span), RefreshBudget::NONE);
+    // A quarter of the span in: half of the ten accounts.
+    let due = w.liq.adl_refresh_due(&w.ch, 5_250, span);
+    assert_eq!(due, RefreshBudget { accounts: 5, entries: 0 });
+    w.liq.step_adl_refresh(&w.ch, due).unwrap();
+    assert_eq!(w.liq.adl_refresh_due(&w.ch, 5_250, span), RefreshBudget::NONE, "paid up");
+    let due = w.liq.adl_refresh_due(&w.ch, 5_500, span);
+    assert_eq!(due.accounts, 5);
+    w.liq.step_adl_refresh(&w.ch, due).unwrap();
+    // Every account re-scored; the walks (ceil(4 × 1 / 5) + ceil(4 × 9 / 5) = 1 + 8 ranks) are
+    // owed over the second half, and the sweep is not over until they are done.
+    w.liq.step_adl_refresh(&w.ch, RefreshBudget { accounts: 0, entries: 0 }).unwrap();
+    assert!(w.liq.adl_ranking().refreshing());
+    assert_eq!(w.liq.adl_refresh_due(&w.ch, 5_750, span), RefreshBudget { accounts: 0, entries: 5 });
+    let due = w.liq.adl_refresh_due(&w.ch, 9_999, span);
+    assert_eq!(due, RefreshBudget { accounts: 0, entries: 9 }, "late: everything owed, no more");
+    w.liq.step_adl_refresh(&w.ch, due).unwrap();
+    assert!(!w.liq.adl_ranking().refreshing());
 }
