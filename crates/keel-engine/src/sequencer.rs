@@ -520,7 +520,7 @@ fn run(
         for (i, (tag, command)) in batch.iter().enumerate() {
             // The batch is known: start loading the next commands' accounts now.
             let upcoming = |k: usize| batch.get(k).map(|(_, c)| &c.command);
-            engine.prefetch(upcoming(i + 1), upcoming(i + 2));
+            engine.prefetch([upcoming(i + 1), upcoming(i + 2), upcoming(i + 3)]);
             if !command.command.is_query() {
                 payload.clear();
                 codec::encode_into(command, &mut payload);

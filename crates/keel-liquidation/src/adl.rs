@@ -168,8 +168,12 @@ impl RefreshBudget {
 /// `ceil(total × done / span)` for `done ≤ span`, saturating: how much of `total` a schedule
 /// over `span` owes after `done`.
 fn scheduled(total: u64, done: u64, span: u64) -> u64 {
-    let owed = (u128::from(total) * u128::from(done.min(span))).div_ceil(u128::from(span.max(1)));
-    owed.min(u128::from(u64::MAX)) as u64
+    let (done, span) = (done.min(span), span.max(1));
+    // Every command asks while a sweep runs: a 64-bit division when the product fits.
+    match total.checked_mul(done) {
+        Some(product) => product.div_ceil(span),
+        None => (u128::from(total) * u128::from(done)).div_ceil(u128::from(span)) as u64,
+    }
 }
 
 /// The stage of the rolling quantile refresh.

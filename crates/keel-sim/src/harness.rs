@@ -268,14 +268,15 @@ pub fn measure_engine(commands: &[keel_engine::Sequenced], setup: usize, offered
     };
 
     // Throughput: the whole flow is queued, as in a sequencer batch, so the engine may prefetch
-    // the accounts of the next two commands while it applies one. Several passes: the first of a
+    // the accounts of the next three commands while it applies one. Several passes: the first of a
     // process also pays first-touch page faults, and the host's neighbours disturb some passes.
     let mut passes = Vec::with_capacity(ENGINE_PASSES);
     for _ in 0..ENGINE_PASSES {
         let mut engine = prepare(&mut events);
         let start = Instant::now();
         for (i, command) in flow.iter().enumerate() {
-            engine.prefetch(flow.get(i + 1).map(|c| &c.command), flow.get(i + 2).map(|c| &c.command));
+            let ahead = |k: usize| flow.get(i + k).map(|c| &c.command);
+            engine.prefetch([ahead(1), ahead(2), ahead(3)]);
             events.clear();
             engine.apply(command, &mut events);
         }
@@ -300,7 +301,7 @@ pub fn measure_engine(commands: &[keel_engine::Sequenced], setup: usize, offered
         let now = clock.now();
         let arrived =
             |k: usize| (t0 + (k as f64 * interval_ticks) as u64 <= now).then(|| flow.get(k)).flatten();
-        engine.prefetch(arrived(i + 1).map(|c| &c.command), arrived(i + 2).map(|c| &c.command));
+        engine.prefetch([1, 2, 3].map(|k| arrived(i + k).map(|c| &c.command)));
         events.clear();
         engine.apply(command, &mut events);
         let done = clock.now();
