@@ -7,7 +7,7 @@ use keel_types::{
     AccountId, Amend, BookEvent, CancelReason, NewOrder, OrderId, OrderKind, Price, Qty, RejectReason, Side,
     StopReference, StpMode, TimeInForce,
 };
-use keel_types::{AccountSlots, IdMap};
+use keel_types::{AccountSlots, IdMap, Paged};
 use slab::Slab;
 
 /// A resting limit order: a node in its level's FIFO queue and in its account's order list.
@@ -45,8 +45,9 @@ pub(crate) struct Level {
     pub tail: u32,
 }
 
-/// The resting orders of one account, oldest first.
-#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+/// The resting orders of one account, oldest first. (`Default` only fills unused room in
+/// [`Paged`] storage; a list in use starts empty, with `NIL` ends.)
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct AccountOrders {
     pub head: u32,
     pub tail: u32,
@@ -141,7 +142,9 @@ pub struct OrderBook {
     /// Account → index of its order list in `account_lists`. Entries are never removed, so the
     /// index a resting order records stays valid and unlinking it needs no hash lookup.
     pub(crate) account_slots: AccountSlots,
-    pub(crate) account_lists: Vec<AccountOrders>,
+    /// Paged so that a book with orders from 100,000 accounts over its life never copies the
+    /// lists to grow (a `Vec` doubling here stalled one order for up to 0.5 ms).
+    pub(crate) account_lists: Paged<AccountOrders>,
     pub(crate) stops: StopBook,
     pub(crate) last_trade: Option<Price>,
     pub(crate) mark: Option<Price>,
@@ -188,7 +191,7 @@ impl OrderBook {
             asks: Ladder::with_capacity(Side::Sell, config.level_capacity / 2),
             ids: IdMap::with_capacity_and_hasher(config.order_capacity, Default::default()),
             account_slots: AccountSlots::with_capacity(config.account_capacity),
-            account_lists: Vec::with_capacity(config.account_capacity),
+            account_lists: Paged::with_capacity(config.account_capacity),
             stops: StopBook::with_capacity(config.order_capacity / 16),
             last_trade: None,
             mark: None,

@@ -13,6 +13,7 @@ mod ids;
 mod index;
 mod num;
 mod order;
+mod paged;
 mod prefetch;
 
 pub use decimal::Grid;
@@ -22,4 +23,5 @@ pub use ids::{AccountId, MarketId, OrderId};
 pub use index::{AccountSlots, BuildIdHasher, IdHasher, IdMap};
 pub use num::{Money, Price, Qty, Rounding, div_round_i64, div_round_i128};
 pub use order::{Amend, NewOrder, OrderKind, Side, StopReference, StpMode, TimeInForce};
+pub use paged::Paged;
 pub use prefetch::{prefetch, prefetch_bytes};
