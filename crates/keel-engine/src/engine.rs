@@ -21,7 +21,7 @@ pub const ADL_REFRESH_MS: u64 = 60_000;
 /// The engine time over which a quantile refresh is spread: accounts are re-scored during the
 /// first half, the ranks walked for their cut points during the second. Re-scoring every
 /// position at once is milliseconds of work at 100,000 accounts; spread like this a venue doing
-/// a million commands a second pays about one account per hundred commands.
+/// a million commands a second pays about one account per fifty commands.
 pub const ADL_REFRESH_SPAN_MS: u64 = 10_000;
 
 /// The most of a refresh's schedule one command catches up on: after a gap in engine time the

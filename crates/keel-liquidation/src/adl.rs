@@ -21,16 +21,18 @@
 //! the order at another, so before deleveraging in a market the ranking is re-scored in full
 //! *only if* some mark moved since its last full ranking: once per mark that needs ADL, not once
 //! per event, and every deleveraging step after that at the same marks costs `O(log n)`.
-//! The quantiles venues show (1–5) come from the thresholds of the last full ranking.
+//! The quantiles venues show (1–5) come from the thresholds of the last full ranking or sweep.
 //!
 //! **A rolling refresh for the quantiles.** Re-scoring every position at once is `O(n log n)`
 //! work in one command — milliseconds at 100,000 accounts, during which every order waits. The
-//! quantiles shown to traders are therefore refreshed by a sweep spread over many commands
-//! ([`AdlRanking::start_refresh`], [`AdlRanking::step_refresh`]): it re-scores the accounts in
-//! slot order a few per command, then walks each market side in rank order a slice per command
-//! to find its cut points at 20/40/60/80%, and replaces that side's thresholds when its walk is
-//! done. The quantiles between two sweeps are those of the last completed one. Deleveraging does
-//! not use the sweep: it still re-ranks its market in full at the current marks first.
+//! quantiles shown to traders are therefore refreshed by a sweep spread over engine time
+//! ([`AdlRanking::start_refresh`], [`AdlRanking::refresh_due`], [`AdlRanking::step_refresh`]):
+//! it re-scores the accounts in slot order on a schedule over the first half of its span, then
+//! walks each market side in rank order over the second half to find its cut points at
+//! 20/40/60/80%, and replaces a side's thresholds when its walk is done. Each command does what
+//! the schedule owes, a little at a time. The quantiles between two sweeps are those of the last
+//! completed one. Deleveraging does not use the sweep: it still re-ranks its market in full at
+//! the current marks first.
 
 use crate::LiquidationError;
 use keel_margin::{Clearinghouse, MarginMode, Position};
