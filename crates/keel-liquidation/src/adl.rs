@@ -229,7 +229,7 @@ impl Walk {
         if self.long {
             return Walk::first_from(markets, self.market, false);
         }
-        let (&market, _) = markets.range(self.market..).find(|&(&m, _)| m > self.market)?;
+        let (&market, _) = markets.range((Excluded(self.market), Unbounded)).next()?;
         Walk::first_from(markets, market, true)
     }
 
