@@ -6,7 +6,7 @@ use keel_engine::journal::{FlushPolicy, Journal};
 use keel_engine::{Command, Engine, Event, Sequenced, codec, store};
 use keel_liquidation::ValueCheck;
 use keel_sim::engine_flow::{EngineFlowConfig, generate};
-use keel_types::AccountId;
+use keel_types::{AccountId, Side};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -75,6 +75,39 @@ fn check_invariants(engine: &Engine, events: &[Event], at: u64) {
     }
     for (market, net) in open_interest {
         assert_eq!(net, 0, "seq {at}: market {market}: long and short open interest differ by {net}");
+    }
+    // Each account's open-order reservation is exactly its resting orders: their quantity, and
+    // their notional at their prices. (Notional is price × quantity × the market's multiplier,
+    // the same multiplier for every account of a market.)
+    for market in engine.market_ids() {
+        let book = engine.book(market).unwrap();
+        // Keyed by account and whether the side is the buy side.
+        let mut resting: BTreeMap<(u32, bool), (i64, i128)> = BTreeMap::new();
+        for side in [Side::Buy, Side::Sell] {
+            for order in book.orders(side) {
+                let entry = resting.entry((order.account.0, side == Side::Buy)).or_default();
+                entry.0 += order.qty.0;
+                entry.1 += i128::from(order.price.0) * i128::from(order.qty.0);
+            }
+        }
+        let mut multiplier = None;
+        for account in ch.accounts() {
+            for position in account.positions().iter().filter(|p| p.market() == market) {
+                for (side, open) in [(Side::Buy, position.open_buys()), (Side::Sell, position.open_sells())] {
+                    let (qty, price_qty) =
+                        resting.remove(&(account.id().0, side == Side::Buy)).unwrap_or_default();
+                    let who = format!("seq {at}: market {market}: account {} {side:?}", account.id());
+                    assert_eq!(open.qty.0, qty, "{who}: reserved quantity differs from the resting orders'");
+                    if qty == 0 {
+                        assert_eq!(open.notional.0, 0, "{who}: notional reserved without orders");
+                        continue;
+                    }
+                    let k = *multiplier.get_or_insert(i128::from(open.notional.0) / price_qty);
+                    assert_eq!(i128::from(open.notional.0), price_qty * k, "{who}: reserved notional");
+                }
+            }
+        }
+        assert!(resting.is_empty(), "seq {at}: market {market}: orders rest unreserved: {resting:?}");
     }
     // Balances + isolated margins + fees + insurance fund − open cost bases = deposits − withdrawals
     // + venue deposits into the fund, to the money unit.

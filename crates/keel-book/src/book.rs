@@ -4,8 +4,8 @@ use crate::config::BookConfig;
 use crate::ladder::{Ladder, NIL, Rung};
 use crate::stops::{PendingStop, StopBook, is_reached, stop_params};
 use keel_types::{
-    AccountId, Amend, BookEvent, CancelReason, NewOrder, OrderId, OrderKind, Price, Qty, RejectReason, Side,
-    StopReference, StpMode, TimeInForce,
+    AccountId, Amend, BookEvent, CancelReason, NewOrder, OrderId, OrderKind, Price, Qty, RejectReason,
+    Resting, Side, StopReference, StpMode, TimeInForce,
 };
 use keel_types::{AccountSlots, IdMap, Paged};
 use slab::Slab;
@@ -32,6 +32,13 @@ pub(crate) struct RestingOrder {
     pub tif: TimeInForce,
     pub stp: StpMode,
     pub reduce_only: bool,
+}
+
+impl RestingOrder {
+    /// Where the order rests, as a cancellation reports it.
+    fn resting(&self) -> Resting {
+        Resting { side: self.side, price: self.price }
+    }
 }
 
 /// A price level: the FIFO queue of the orders resting at one price.
@@ -244,7 +251,7 @@ impl OrderBook {
         match self.ids.remove(&id) {
             Some(Handle::Resting(slot)) => {
                 let order = self.unlink_resting(slot);
-                self.push_cancel(order.id, order.account, order.qty, reason, out);
+                self.push_cancel(order.id, order.account, order.qty, reason, Some(order.resting()), out);
                 Ok(())
             }
             Some(Handle::Stop(slot)) => {
@@ -310,6 +317,9 @@ impl OrderBook {
             out.push(BookEvent::Amended {
                 id: order.id,
                 account: order.account,
+                side: order.side,
+                previous_price: order.price,
+                previous_qty: order.qty,
                 price,
                 qty: amend.qty,
                 priority_kept: true,
@@ -322,6 +332,9 @@ impl OrderBook {
         out.push(BookEvent::Amended {
             id: order.id,
             account: order.account,
+            side: order.side,
+            previous_price: order.price,
+            previous_qty: order.qty,
             price,
             qty: amend.qty,
             priority_kept: false,
@@ -472,13 +485,13 @@ impl OrderBook {
             None => match self.protection_limit(order.side) {
                 Some(limit) => limit,
                 None => {
-                    self.push_cancel(order.id, order.account, order.qty, CancelReason::Unfilled, out);
+                    self.push_cancel(order.id, order.account, order.qty, CancelReason::Unfilled, None, out);
                     return;
                 }
             },
         };
         if order.tif == TimeInForce::Fok && !self.can_fill_whole(&order, limit) {
-            self.push_cancel(order.id, order.account, order.qty, CancelReason::FillOrKill, out);
+            self.push_cancel(order.id, order.account, order.qty, CancelReason::FillOrKill, None, out);
             return;
         }
         let mut taker = Taker {
@@ -502,7 +515,7 @@ impl OrderBook {
                 return;
             }
         };
-        self.push_cancel(order.id, order.account, taker.qty, reason, out);
+        self.push_cancel(order.id, order.account, taker.qty, reason, None, out);
     }
 
     /// The worst price a market order on `side` may reach now: the best opposite price moved by
@@ -763,13 +776,13 @@ impl OrderBook {
     fn cancel_resting(&mut self, slot: u32, reason: CancelReason, out: &mut Vec<BookEvent>) {
         let order = self.unlink_resting(slot);
         self.ids.remove(&order.id);
-        self.push_cancel(order.id, order.account, order.qty, reason, out);
+        self.push_cancel(order.id, order.account, order.qty, reason, Some(order.resting()), out);
     }
 
     /// Removes a pending stop; the caller has removed its id from the index.
     fn cancel_stop(&mut self, slot: u32, reason: CancelReason, out: &mut Vec<BookEvent>) {
         let stop = self.stops.remove(slot);
-        self.push_cancel(stop.order.id, stop.order.account, stop.order.qty, reason, out);
+        self.push_cancel(stop.order.id, stop.order.account, stop.order.qty, reason, None, out);
     }
 
     #[inline]
@@ -779,8 +792,9 @@ impl OrderBook {
         account: AccountId,
         remaining: Qty,
         reason: CancelReason,
+        resting: Option<Resting>,
         out: &mut Vec<BookEvent>,
     ) {
-        out.push(BookEvent::Cancelled { id, account, remaining, reason });
+        out.push(BookEvent::Cancelled { id, account, remaining, reason, resting });
     }
 }

@@ -112,12 +112,25 @@ impl ReferenceBook {
     ) -> Result<(), RejectReason> {
         if let Some(at) = self.resting.iter().position(|r| r.view.id == id) {
             let gone = self.resting.remove(at).view;
-            out.push(BookEvent::Cancelled { id, account: gone.account, remaining: gone.qty, reason });
+            let resting = Some(keel_types::Resting { side: gone.side, price: gone.price });
+            out.push(BookEvent::Cancelled {
+                id,
+                account: gone.account,
+                remaining: gone.qty,
+                reason,
+                resting,
+            });
             return Ok(());
         }
         if let Some(at) = self.stops.iter().position(|s| s.id == id) {
             let gone = self.stops.remove(at);
-            out.push(BookEvent::Cancelled { id, account: gone.account, remaining: gone.qty, reason });
+            out.push(BookEvent::Cancelled {
+                id,
+                account: gone.account,
+                remaining: gone.qty,
+                reason,
+                resting: None,
+            });
             return Ok(());
         }
         out.push(BookEvent::Rejected { id, reason: RejectReason::UnknownOrder });
@@ -174,6 +187,9 @@ impl ReferenceBook {
             out.push(BookEvent::Amended {
                 id: current.id,
                 account: current.account,
+                side: current.side,
+                previous_price: current.price,
+                previous_qty: current.qty,
                 price,
                 qty: amend.qty,
                 priority_kept: true,
@@ -184,6 +200,9 @@ impl ReferenceBook {
         out.push(BookEvent::Amended {
             id: current.id,
             account: current.account,
+            side: current.side,
+            previous_price: current.price,
+            previous_qty: current.qty,
             price,
             qty: amend.qty,
             priority_kept: false,
@@ -455,7 +474,13 @@ impl ReferenceBook {
     }
 
     fn cancel_taker(taker: &Taker, remaining: Qty, reason: CancelReason, out: &mut Vec<BookEvent>) {
-        out.push(BookEvent::Cancelled { id: taker.id, account: taker.account, remaining, reason });
+        out.push(BookEvent::Cancelled {
+            id: taker.id,
+            account: taker.account,
+            remaining,
+            reason,
+            resting: None,
+        });
     }
 
     /// Executes a limit or market order: matching, then resting or cancelling what is left.
@@ -488,6 +513,7 @@ impl ReferenceBook {
                         account: maker.account,
                         remaining: maker.qty,
                         reason: CancelReason::SelfTrade,
+                        resting: Some(keel_types::Resting { side: maker.side, price: maker.price }),
                     });
                 }
                 if taker.stp == StpMode::CancelOldest {

@@ -3,14 +3,14 @@
 use crate::command::{Command, MarketSpec, PlaceOrder, Sequenced};
 use crate::error::EngineError;
 use crate::event::Event;
-use keel_book::{IdMap, OrderBook};
+use keel_book::OrderBook;
 use keel_liquidation::{
     BookSet, LiquidationConfig, LiquidationEvent, Liquidator, RefreshBudget, settle_fill,
 };
 use keel_margin::{Clearinghouse, OrderIntent, PreTrade};
 use keel_types::{
-    AccountId, Amend, BookEvent, CancelReason, MarketId, NewOrder, OrderId, OrderKind, Price, Qty, Side,
-    StopReference,
+    AccountId, Amend, BookEvent, CancelReason, MarketId, NewOrder, OrderId, OrderKind, Price, Qty, Resting,
+    Side, StopReference,
 };
 use serde::{Deserialize, Serialize};
 
@@ -49,19 +49,6 @@ impl Market {
     }
 }
 
-/// A resting order's margin reservation, as registered with the clearinghouse.
-///
-/// The engine keeps this so that when an order leaves the book — filled, cancelled by its owner,
-/// by self-trade prevention, by liquidation — it can release exactly what it reserved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Reservation {
-    pub(crate) market: MarketId,
-    pub(crate) account: AccountId,
-    pub(crate) side: Side,
-    pub(crate) price: Price,
-    pub(crate) qty: Qty,
-}
-
 /// The markets' books, found by market id, for the liquidator.
 struct MarketBooks<'a>(&'a mut [Market]);
 
@@ -88,7 +75,6 @@ pub struct Engine {
     pub(crate) markets: Vec<Market>,
     pub(crate) clearinghouse: Clearinghouse,
     pub(crate) liquidator: Liquidator,
-    pub(crate) reservations: IdMap<OrderId, Reservation>,
     pub(crate) next_order_id: u64,
     pub(crate) time_ms: u64,
     pub(crate) last_seq: u64,
@@ -116,7 +102,6 @@ impl Engine {
             markets: Vec::new(),
             clearinghouse: Clearinghouse::new(),
             liquidator: Liquidator::new(liquidation),
-            reservations: IdMap::default(),
             next_order_id: 1,
             time_ms: 0,
             last_seq: 0,
@@ -234,20 +219,9 @@ impl Engine {
             &mut self.clearinghouse,
             &mut events,
         );
-        for event in &events {
-            // The liquidator settles and unregisters what it does in the books; mirror it in the
-            // engine's own record of reservations.
-            if let LiquidationEvent::Book { event, .. } = event {
-                match *event {
-                    BookEvent::Fill { maker, qty, .. } => self.shrink_reservation(maker, qty),
-                    BookEvent::Cancelled { id, .. } => {
-                        self.reservations.remove(&id);
-                    }
-                    _ => {}
-                }
-            }
-            out.push(Event::Liquidation(*event));
-        }
+        // The liquidator settles what it does in the books and releases the reservations of the
+        // orders it cancels itself.
+        out.extend(events.iter().map(|event| Event::Liquidation(*event)));
         if let Err(error) = run {
             out.push(Event::Fault { message: format!("liquidation failed: {error}") });
         }
@@ -465,15 +439,12 @@ impl Engine {
         let grows = amend.qty > current.qty || price != current.price;
         if grows && !current.reduce_only && amend.qty.is_positive() {
             // Check the amended order as if it replaced the current one.
-            let reserved = self.reservations.get(&amend.id).copied();
-            if let Some(r) = reserved {
-                self.clearinghouse.remove_open_order(r.account, r.market, r.side, r.qty, r.price)?;
-            }
+            // The order's reservation is its open quantity at its price, as the book holds it.
+            let ch = &mut self.clearinghouse;
+            ch.remove_open_order(account, market, current.side, current.qty, current.price)?;
             let intent = OrderIntent { market, side: current.side, qty: amend.qty, price };
-            let verdict = self.clearinghouse.pre_trade_check(account, &intent);
-            if let Some(r) = reserved {
-                self.clearinghouse.add_open_order(r.account, r.market, r.side, r.qty, r.price)?;
-            }
+            let verdict = ch.pre_trade_check(account, &intent);
+            ch.add_open_order(account, market, current.side, current.qty, current.price)?;
             if let PreTrade::Reject(rejection) = verdict? {
                 return Err(EngineError::Margin(rejection));
             }
@@ -540,7 +511,7 @@ impl Engine {
                     self.scratch.candidates.push((market, id));
                 }
                 BookEvent::Fill { maker, price, qty, .. } => {
-                    self.shrink_reservation(maker, qty);
+                    // Booking the fill also shrinks the maker's reservation.
                     match settle_fill(&mut self.clearinghouse, market, event) {
                         Ok(Some(sides)) => {
                             for side in sides {
@@ -566,10 +537,15 @@ impl Engine {
                         }),
                     }
                 }
-                BookEvent::Cancelled { id, .. } => self.release(id, out),
-                BookEvent::Amended { id, .. } => {
-                    // Released here and registered again below at its new price and quantity.
-                    self.release(id, out);
+                BookEvent::Cancelled { id, account, remaining, resting: Some(at), .. } => {
+                    self.release(market, id, account, at, remaining, out);
+                }
+                BookEvent::Cancelled { resting: None, .. } => {}
+                BookEvent::Amended { id, account, side, previous_price, previous_qty, .. } => {
+                    // Released here and registered again below at its new price and quantity
+                    // (if it still rests: a new price may have traded it away).
+                    let at = Resting { side, price: previous_price };
+                    self.release(market, id, account, at, previous_qty, out);
                     self.scratch.candidates.push((market, id));
                 }
                 BookEvent::Rejected { .. } => {}
@@ -578,52 +554,40 @@ impl Engine {
         self.register_candidates(out);
     }
 
-    /// A maker was filled for `qty`: the clearinghouse shrank its reservation as part of the fill,
-    /// so the engine's record follows.
-    fn shrink_reservation(&mut self, maker: OrderId, qty: Qty) {
-        if let Some(reservation) = self.reservations.get_mut(&maker) {
-            reservation.qty -= qty;
-            if reservation.qty.0 == 0 {
-                self.reservations.remove(&maker);
-            }
-        }
-    }
-
-    /// Releases the whole remaining reservation of an order that left the book or is re-entered.
-    fn release(&mut self, id: OrderId, out: &mut Vec<Event>) {
-        if let Some(r) = self.reservations.remove(&id)
-            && let Err(error) =
-                self.clearinghouse.remove_open_order(r.account, r.market, r.side, r.qty, r.price)
-        {
+    /// Releases the reservation of an order that left the book or is entered again: its open
+    /// quantity `qty` where it rested, as the book reported them.
+    fn release(
+        &mut self,
+        market: MarketId,
+        id: OrderId,
+        account: AccountId,
+        at: Resting,
+        qty: Qty,
+        out: &mut Vec<Event>,
+    ) {
+        if let Err(error) = self.clearinghouse.remove_open_order(account, market, at.side, qty, at.price) {
             out.push(Event::Fault {
                 message: format!("reservation of order {id} could not be released: {error}"),
             });
         }
     }
 
-    /// Registers a reservation for every candidate order that is now resting.
+    /// Registers a reservation for every candidate order that is now resting: its open quantity
+    /// at its price. The book is the record of what each order reserved; the engine keeps none.
     fn register_candidates(&mut self, out: &mut Vec<Event>) {
         let candidates = std::mem::take(&mut self.scratch.candidates);
-        for &(market, id) in &candidates {
-            let Some(book) = self.book(market) else { continue };
-            let Some(order) = book.order(id) else { continue };
-            if self.reservations.contains_key(&id) {
+        for (i, &(market, id)) in candidates.iter().enumerate() {
+            if candidates[..i].contains(&(market, id)) {
                 continue;
             }
-            let r = Reservation {
-                market,
-                account: order.account,
-                side: order.side,
-                price: order.price,
-                qty: order.qty,
-            };
-            match self.clearinghouse.add_open_order(r.account, r.market, r.side, r.qty, r.price) {
-                Ok(()) => {
-                    self.reservations.insert(id, r);
-                }
-                Err(error) => out.push(Event::Fault {
+            let Some(book) = self.book(market) else { continue };
+            let Some(order) = book.order(id) else { continue };
+            if let Err(error) =
+                self.clearinghouse.add_open_order(order.account, market, order.side, order.qty, order.price)
+            {
+                out.push(Event::Fault {
                     message: format!("reservation of order {id} could not be registered: {error}"),
-                }),
+                });
             }
         }
         self.scratch.candidates = candidates;

@@ -273,6 +273,7 @@ mod tests {
                 account: AccountId(2),
                 remaining: Qty(2),
                 reason: keel_types::CancelReason::User,
+                resting: Some(keel_types::Resting { side: Side::Buy, price: Price(101) }),
             },
             &mut out,
         );

@@ -599,11 +599,11 @@ impl Dispatcher {
                     self.send_account(maker_account, &fill);
                 }
             }
-            BookEvent::Cancelled { id, account, remaining, reason } => {
+            BookEvent::Cancelled { id, account, remaining, reason, .. } => {
                 let message = ServerMessage::Cancelled { market, order: id, remaining, reason };
                 self.send_account(account, &message);
             }
-            BookEvent::Amended { id, account, price, qty, priority_kept } => {
+            BookEvent::Amended { id, account, price, qty, priority_kept, .. } => {
                 let message = ServerMessage::Amended { market, order: id, price, qty, priority_kept };
                 self.send_account(account, &message);
             }

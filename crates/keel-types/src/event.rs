@@ -60,6 +60,15 @@ pub enum CancelReason {
     SelfTrade,
 }
 
+/// The side and price at which a cancelled order was resting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Resting {
+    /// The order's side.
+    pub side: Side,
+    /// Its limit price.
+    pub price: Price,
+}
+
 /// One thing that happened in the book.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum BookEvent {
@@ -111,6 +120,10 @@ pub enum BookEvent {
         remaining: Qty,
         /// Why.
         reason: CancelReason,
+        /// Where it rested, when it was a resting order; `None` for a pending stop and for the
+        /// unfilled rest of an incoming order. A resting order holds margin for its open
+        /// quantity at its price, and this is what a clearinghouse releases.
+        resting: Option<Resting>,
     },
     /// A stop order's trigger condition was met; it now enters the book as a market or limit order.
     Triggered {
@@ -127,6 +140,12 @@ pub enum BookEvent {
         id: OrderId,
         /// Its owner.
         account: AccountId,
+        /// Its side.
+        side: Side,
+        /// Its limit price before the amendment.
+        previous_price: Price,
+        /// Its open quantity before the amendment.
+        previous_qty: Qty,
         /// Its limit price after the amendment.
         price: Price,
         /// Its open quantity after the amendment.

@@ -18,7 +18,7 @@ mod prefetch;
 
 pub use decimal::Grid;
 pub use error::{ArithmeticError, ConversionError};
-pub use event::{BookEvent, CancelReason, RejectReason};
+pub use event::{BookEvent, CancelReason, RejectReason, Resting};
 pub use ids::{AccountId, MarketId, OrderId};
 pub use index::{AccountSlots, BuildIdHasher, IdHasher, IdMap};
 pub use num::{Money, Price, Qty, Rounding, div_round_i64, div_round_i128};
