@@ -980,7 +980,9 @@ impl Clearinghouse {
             }
         }
         self.fees_collected = fees_collected;
-        self.changed(acc);
+        // Only this position changed: the index re-prices it alone if the others' floors hold.
+        self.index.touch_fill(acc);
+        self.accounts[acc].summary.clear();
         Ok(FillOutcome {
             realized_pnl: effect.realized,
             fee,

@@ -26,14 +26,26 @@
 //! [`Clearinghouse::collect_margin_calls`]. A collateral reprice marks every holder; a funding
 //! settlement marks every holder of the market.
 //!
+//! **Fills re-index only what they changed.** Each cross entry remembers its *floor* — the value
+//! of the position's `uPnL − MM` at which its trigger fires — and the size and cost basis it was
+//! computed for. The floors and the account's balance and collateral sum to at least zero (that
+//! is `H − Σ h_i ≥ 0` above). An account marked only by fills keeps the entries of positions whose
+//! size and cost did not change: they value the same at every mark, so their floors still hold.
+//! The room left above those floors is shared by the changed positions alone, and the sum stays
+//! at least zero. That is one tree removal, insertion and solve for the traded position instead
+//! of one per position. Whenever that cannot be done safely (nothing to keep, a kept position at
+//! its floor, no room left, an isolated position involved), or anything other than a fill
+//! touched the account, it is evaluated in full. A kept entry's heatmap price is that of its
+//! last full evaluation.
+//!
 //! An account found liquidatable leaves the index ("parked") until it is touched again: the
 //! liquidation queue owns it meanwhile and touches it when it lets go.
 
 use crate::MarginError;
-use crate::clearinghouse::{Account, Clearinghouse};
+use crate::clearinghouse::{Account, Clearinghouse, MarginSummary};
 use crate::liquidation::Solver;
 use crate::position::{MarginMode, abs, notional};
-use keel_types::{AccountId, MarketId, Money, Price, Qty, Side};
+use keel_types::{AccountId, ArithmeticError, MarketId, Money, Price, Qty, Side};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -85,12 +97,24 @@ struct Band {
     liquidation_price: i64,
 }
 
-/// One entry an account has in the index, so it can be removed without a search.
+/// What the index holds for one indexed position of an account: where its trigger sits (so it
+/// can be removed without a search) and what the trigger was computed from (so a later
+/// re-index can tell whether it still stands). A position that no price in range can bring
+/// to its floor has no trigger and no entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Entry {
     market: u32,
     long: bool,
+    /// The key in the market's tree.
     trigger: i64,
+    /// Cross positions: the value of the position's `uPnL − MM` at which the trigger fires.
+    /// The account's floors and its balance and collateral sum to at least zero, which is what
+    /// makes the triggers safe. `None` for an isolated position (its trigger is exact).
+    floor: Option<i64>,
+    /// The position's size and cost basis when it was indexed: a position whose size and cost
+    /// are unchanged values the same at every mark, so its floor still holds.
+    size: i64,
+    cost: i64,
 }
 
 /// The triggers of one market.
@@ -112,6 +136,9 @@ impl MarketTriggers {
 const DIRTY: u8 = 1;
 /// Account flag: changed since the last drain of the change feed.
 const CHANGED: u8 = 2;
+/// Account flag: changed by more than fills (balance, collateral, margin mode, funding), so its
+/// whole headroom must be split again; without it only the positions fills changed are.
+const FULL: u8 = 4;
 
 /// The maintenance index of a clearinghouse (see the module documentation).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -132,8 +159,9 @@ pub(crate) struct MaintenanceIndex {
     /// Accounts changed since the last [`Clearinghouse::drain_changed_accounts`], each once: a
     /// feed for rankings kept outside this crate (auto-deleveraging).
     changed: Vec<u32>,
-    /// Per account slot: [`DIRTY`] and [`CHANGED`] — whether it is in `dirty` and in `changed`.
-    /// One byte for both, so that `touch` costs one memory access rather than two.
+    /// Per account slot: [`DIRTY`], [`CHANGED`] and [`FULL`] — whether it is in `dirty` and in
+    /// `changed`, and how it must be re-indexed. One byte for all three, so that `touch` costs
+    /// one memory access.
     flags: Vec<u8>,
     /// Accounts evaluated in the current collection pass (scratch, always empty between calls).
     #[serde(skip)]
@@ -143,6 +171,10 @@ pub(crate) struct MaintenanceIndex {
     /// The plan of the account being re-indexed (scratch, reused so re-indexing does not allocate).
     #[serde(skip)]
     placed: Vec<Indexed>,
+    /// The changed cross positions of the account being re-indexed after fills (scratch):
+    /// position index, `uPnL − MM` now, notional at mark.
+    #[serde(skip)]
+    traded: Vec<(usize, i128, i128)>,
 }
 
 impl MaintenanceIndex {
@@ -171,9 +203,22 @@ impl MaintenanceIndex {
         self.flags.push(0);
     }
 
-    /// Marks an account for re-indexing; `O(1)`, called by every change to the account.
+    /// Marks an account for re-indexing in full; `O(1)`, called by every change to the account
+    /// other than a fill.
     #[inline]
     pub(crate) fn touch(&mut self, acc: usize) {
+        self.flag_dirty(acc, FULL);
+    }
+
+    /// Marks an account for re-indexing after a fill: only the positions whose size or cost
+    /// changed need new triggers, if the others' floors still hold.
+    #[inline]
+    pub(crate) fn touch_fill(&mut self, acc: usize) {
+        self.flag_dirty(acc, 0);
+    }
+
+    #[inline]
+    fn flag_dirty(&mut self, acc: usize, full: u8) {
         let Some(flags) = self.flags.get_mut(acc) else { return };
         if *flags & DIRTY == 0 {
             self.dirty.push(acc as u32);
@@ -181,18 +226,38 @@ impl MaintenanceIndex {
         if *flags & CHANGED == 0 {
             self.changed.push(acc as u32);
         }
-        *flags = DIRTY | CHANGED;
+        *flags |= DIRTY | CHANGED | full;
+    }
+
+    /// Takes an entry's position out of its market's tree.
+    fn unlink(&mut self, acc: usize, e: &Entry) {
+        self.markets[e.market as usize].side(e.long).remove(&(e.trigger, acc as u32));
     }
 
     fn remove_entries(&mut self, acc: usize) {
-        for e in self.entries[acc].drain(..) {
-            self.markets[e.market as usize].side(e.long).remove(&(e.trigger, acc as u32));
+        let mut entries = std::mem::take(&mut self.entries[acc]);
+        for e in entries.drain(..) {
+            self.unlink(acc, &e);
         }
+        self.entries[acc] = entries;
     }
 
-    fn insert(&mut self, acc: usize, entry: Entry, band: Band) {
+    /// Indexes a planned position, if some price in range reaches its trigger.
+    fn insert(&mut self, acc: usize, planned: &Indexed) {
+        let (Some(trigger), Some(liquidation_price)) = (planned.trigger, planned.liquidation_price) else {
+            return;
+        };
+        let entry = Entry {
+            market: planned.market,
+            long: planned.long,
+            trigger,
+            floor: planned.floor,
+            size: planned.size,
+            cost: planned.cost,
+        };
         self.unscanned[entry.market as usize] = true;
-        self.markets[entry.market as usize].side(entry.long).insert((entry.trigger, acc as u32), band);
+        let band = Band { qty: planned.qty, liquidation_price };
+        self.markets[entry.market as usize].side(entry.long).insert((trigger, acc as u32), band);
         self.entries[acc].push(entry);
     }
 
@@ -240,6 +305,9 @@ struct Indexed {
     trigger: Option<i64>,
     liquidation_price: Option<i64>,
     qty: i64,
+    floor: Option<i64>,
+    size: i64,
+    cost: i64,
 }
 
 impl Clearinghouse {
@@ -272,8 +340,12 @@ impl Clearinghouse {
         let mut retry = Vec::new();
         for &acc in &dirty {
             let acc = acc as usize;
-            self.index.flags[acc] &= !DIRTY;
+            let full = self.index.flags[acc] & FULL != 0;
+            self.index.flags[acc] &= !(DIRTY | FULL);
             self.index.mark_evaluated(acc);
+            if !full && self.reindex_traded(acc).unwrap_or(false) {
+                continue;
+            }
             if self.evaluate(acc, out).is_err() {
                 // Not evaluable now (a market without a mark yet): keep it dirty, retry later.
                 retry.push(acc);
@@ -331,14 +403,162 @@ impl Clearinghouse {
             out.truncate(mark_len);
         } else {
             for p in &placed {
-                if let (Some(trigger), Some(lp)) = (p.trigger, p.liquidation_price) {
-                    let entry = Entry { market: p.market, long: p.long, trigger };
-                    self.index.insert(acc, entry, Band { qty: p.qty, liquidation_price: lp });
-                }
+                self.index.insert(acc, p);
             }
         }
         self.index.placed = placed;
         result
+    }
+
+    /// Re-indexes an account that only fills changed, keeping the entries of the positions they
+    /// did not change. Returns `false`, having changed nothing, when that cannot be done safely
+    /// and the account must be evaluated in full.
+    ///
+    /// A kept position values the same at every mark as when it was indexed, so its floor still
+    /// bounds what it can lose before its trigger fires. What is left above the kept floors —
+    /// balance, collateral and the value at the current marks of every other cross position
+    /// (changed ones, and ones without an entry because no price could reach their floor) — is
+    /// the room `H'` those others share, as a full evaluation shares the whole headroom. The
+    /// floors then still sum with balance and collateral to at least zero, so no trigger is
+    /// missed. This needs: some entry to keep, the account above maintenance now, no isolated
+    /// position changed or unindexed, every kept position still above its floor, and `H' > 0`.
+    ///
+    /// Cost: one account summary and the solves of the changed positions (usually one) instead
+    /// of a tree removal, insertion and solve for every position. Kept entries keep the
+    /// heatmap's liquidation price of their last full evaluation.
+    fn reindex_traded(&mut self, acc: usize) -> Result<bool, MarginError> {
+        if self.index.entries[acc].is_empty() {
+            return Ok(false);
+        }
+        let s = self.summary_at(acc, None)?;
+        if s.liquidatable() {
+            return Ok(false);
+        }
+        let a = &self.accounts[acc];
+        let entries = &self.index.entries[acc];
+        let mut traded = std::mem::take(&mut self.index.traded);
+        traded.clear();
+        // Balance and haircut collateral: the part of cross equity no position carries.
+        let mut room = i128::from(a.balance.0) + i128::from(s.collateral_value.0);
+        let mut cross_count = 0;
+        let mut usable = true;
+        for (idx, p) in a.positions.iter().enumerate() {
+            if p.size.0 == 0 {
+                continue;
+            }
+            let kept =
+                entries.iter().find(|e| e.market == p.slot && e.size == p.size.0 && e.cost == p.cost.0);
+            if p.mode == MarginMode::Isolated {
+                if kept.is_none_or(|e| e.floor.is_some()) {
+                    usable = false;
+                    break;
+                }
+                continue;
+            }
+            cross_count += 1;
+            let m = &self.markets[p.slot as usize];
+            let mark = m.mark()?;
+            let (upnl, margin_notional) = p.valuation(mark, m.k, m.config.basis)?;
+            let value =
+                i128::from(upnl.0) - i128::from(p.maintenance_margin(margin_notional, &m.config.tiers)?.0);
+            match kept.map(|e| e.floor) {
+                Some(Some(floor)) if value > i128::from(floor) => room += i128::from(floor),
+                Some(_) => {
+                    // At or below its floor already (or indexed without one): the whole
+                    // headroom is split again.
+                    usable = false;
+                    break;
+                }
+                None => {
+                    room += value;
+                    traded.push((idx, value, i128::from(abs(notional(mark, p.size.0, m.k)?)?)));
+                }
+            }
+        }
+        let done = usable && if traded.is_empty() { room >= 0 } else { room > 0 };
+        if !done {
+            self.index.traded = traded;
+            return Ok(false);
+        }
+        let mut placed = std::mem::take(&mut self.index.placed);
+        placed.clear();
+        let planned = self.plan_traded(acc, &s, &traded, room, cross_count, &mut placed);
+        self.index.traded = traded;
+        if planned.is_err() {
+            self.index.placed = placed;
+            return Ok(false);
+        }
+        // Drop the entries of positions that changed or closed; add the new ones.
+        let mut entries = std::mem::take(&mut self.index.entries[acc]);
+        let positions = &self.accounts[acc].positions;
+        entries.retain(|e| {
+            let stays =
+                positions.iter().any(|p| p.slot == e.market && p.size.0 == e.size && p.cost.0 == e.cost)
+                    && e.size != 0;
+            if !stays {
+                self.index.unlink(acc, e);
+            }
+            stays
+        });
+        self.index.entries[acc] = entries;
+        for p in &placed {
+            self.index.insert(acc, p);
+        }
+        self.index.placed = placed;
+        Ok(true)
+    }
+
+    /// New entries for the changed cross positions of [`Clearinghouse::reindex_traded`]: `room`
+    /// shared pro rata to their notional at mark, each share rounded down.
+    fn plan_traded(
+        &self,
+        acc: usize,
+        s: &MarginSummary,
+        traded: &[(usize, i128, i128)],
+        room: i128,
+        cross_count: usize,
+        placed: &mut Vec<Indexed>,
+    ) -> Result<(), MarginError> {
+        let total_notional: i128 = traded.iter().map(|t| t.2).sum();
+        for &(idx, value, own_notional) in traded {
+            let p = &self.accounts[acc].positions[idx];
+            let m = &self.markets[p.slot as usize];
+            let share = if traded.len() == 1 || total_notional == 0 {
+                room
+            } else {
+                room * own_notional / total_notional
+            };
+            let band = Solver {
+                size: p.size.0,
+                cost: p.cost.0,
+                k: m.k,
+                backing: share - value,
+                other_maintenance: 0,
+                tiers: &m.config.tiers,
+                basis: m.config.basis,
+                max_price: m.config.max_price.0,
+            };
+            let trigger = band.liquidation_price()?.map(|p| p.0);
+            let liquidation_price = if cross_count == 1 {
+                trigger
+            } else {
+                match self.solver_with(acc, idx, Some(s))? {
+                    Some(exact) => exact.liquidation_price()?.map(|p| p.0),
+                    None => None,
+                }
+            };
+            placed.push(Indexed {
+                market: p.slot,
+                long: p.size.0 > 0,
+                trigger,
+                liquidation_price: liquidation_price.or(trigger),
+                qty: abs(p.size.0)?,
+                floor: Some(i64::try_from(value - share).map_err(|_| ArithmeticError::Overflow)?),
+                size: p.size.0,
+                cost: p.cost.0,
+            });
+        }
+        Ok(())
     }
 
     /// The margin calls and index entries of one account, computed without changing anything.
@@ -392,6 +612,7 @@ impl Clearinghouse {
                         max_price: m.config.max_price.0,
                     };
                     let trigger = band.liquidation_price()?.map(|p| p.0);
+                    let floor = i128::from(upnl.0) - i128::from(own_mm.0) - share;
                     let liquidation_price = if cross_count == 1 {
                         trigger
                     } else {
@@ -408,6 +629,9 @@ impl Clearinghouse {
                         // the heatmap at its trigger, the earliest mark that may liquidate it.
                         liquidation_price: liquidation_price.or(trigger),
                         qty: abs(p.size.0)?,
+                        floor: i64::try_from(floor).ok(),
+                        size: p.size.0,
+                        cost: p.cost.0,
                     });
                 }
             }
@@ -440,6 +664,9 @@ impl Clearinghouse {
                 trigger: lp,
                 liquidation_price: lp,
                 qty: abs(p.size.0)?,
+                floor: None,
+                size: p.size.0,
+                cost: p.cost.0,
             });
         }
         Ok(())

@@ -183,3 +183,68 @@ proptest! {
         }
     }
 }
+
+/// One step of the trading property below.
+#[derive(Clone, Debug)]
+enum Step {
+    /// Market `m`'s mark moves by this many percent.
+    Move(u32, i64),
+    /// Holder `h` trades `qty` in market `m` (buys when `long`) at this many percent off the mark,
+    /// against the whale.
+    Trade { h: usize, m: u32, long: bool, qty: i64, off: i64 },
+}
+
+fn trading_step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        ((0u32..3), -8i64..=8).prop_map(|(m, pct)| Step::Move(m, pct)),
+        ((0usize..12), (0u32..3), any::<bool>(), 1i64..40, -6i64..=6)
+            .prop_map(|(h, m, long, qty, off)| Step::Trade { h, m, long, qty, off }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Fills re-index only the positions they change (`reindex_traded`), keeping the others'
+    /// triggers: interleaving trades at prices off the mark with mark moves, the index still
+    /// reports every cross account a full scan finds under maintenance, at the collection after
+    /// the step that put it there.
+    #[test]
+    fn trades_between_moves_never_hide_an_account_under_maintenance(
+        deposits in prop::collection::vec(300i64..5_000, 1..12),
+        steps in prop::collection::vec(trading_step(), 1..80),
+    ) {
+        let mut b = bench(3);
+        let whale = b.account(10_000, "100000000");
+        let ids: Vec<AccountId> =
+            deposits.iter().enumerate().map(|(i, d)| b.account(i as u32 + 1, &d.to_string())).collect();
+        let mut marks = [100i64; 3];
+        // Reported and not traded since: parked with the (absent) liquidation queue.
+        let mut reported: Vec<AccountId> = Vec::new();
+        for step in steps {
+            match step {
+                Step::Move(m, pct) => {
+                    marks[m as usize] = (marks[m as usize] * (100 + pct) / 100).clamp(1, 10_000);
+                    b.mark(m, &marks[m as usize].to_string());
+                }
+                Step::Trade { h, m, long, qty, off } => {
+                    let a = ids[h % ids.len()];
+                    let price = (marks[m as usize] * (100 + off) / 100).max(1).to_string();
+                    let (x, y) = if long { (Side::Buy, Side::Sell) } else { (Side::Sell, Side::Buy) };
+                    b.fill(a, m, x, &qty.to_string(), &price);
+                    b.fill(whale, m, y, &qty.to_string(), &price);
+                    // A fill touches both accounts: they are re-indexed and reported afresh.
+                    reported.retain(|&r| r != a && r != whale);
+                }
+            }
+            reported.extend(
+                collect(&mut b).into_iter().filter(|c| c.target == LiquidationTarget::Cross).map(|c| c.account),
+            );
+            for &a in ids.iter().chain([&whale]) {
+                if b.ch.is_cross_liquidatable(a).unwrap() {
+                    prop_assert!(reported.contains(&a), "missed {a} after {step:?}");
+                }
+            }
+        }
+    }
+}
