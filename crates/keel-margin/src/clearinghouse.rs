@@ -404,6 +404,7 @@ impl Clearinghouse {
         if let Some(i) = self.account_slots.get(id) {
             let record = self.accounts.as_ptr().wrapping_add(i as usize);
             keel_types::prefetch_bytes(record, std::mem::size_of::<Account>(), 2);
+            self.index.prefetch(i as usize);
         }
     }
 

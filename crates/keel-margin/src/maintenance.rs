@@ -136,9 +136,22 @@ impl MarketTriggers {
 const DIRTY: u8 = 1;
 /// Account flag: changed since the last drain of the change feed.
 const CHANGED: u8 = 2;
+/// Account flag: evaluated in the current collection pass (never set between calls).
+const EVALUATED: u8 = 8;
 /// Account flag: changed by more than fills (balance, collateral, margin mode, funding), so its
 /// whole headroom must be split again; without it only the positions fills changed are.
 const FULL: u8 = 4;
+
+/// What the index keeps of one account, together so that marking an account and re-indexing it
+/// touch one place in memory.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct AccountEntries {
+    /// [`DIRTY`], [`CHANGED`], [`FULL`] and [`EVALUATED`]: whether it is in `dirty`, in
+    /// `changed` and in `evaluated`, and how it must be re-indexed.
+    flags: u8,
+    /// Its indexed positions.
+    entries: Vec<Entry>,
+}
 
 /// The maintenance index of a clearinghouse (see the module documentation).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -152,22 +165,16 @@ pub(crate) struct MaintenanceIndex {
     /// nothing crossed changes nothing).
     #[serde(skip)]
     unscanned: Vec<bool>,
-    /// Per account slot: its entries.
-    entries: Vec<Vec<Entry>>,
+    /// Per account slot: its flags and entries.
+    accounts: Vec<AccountEntries>,
     /// Accounts to re-index, each once.
     dirty: Vec<u32>,
     /// Accounts changed since the last [`Clearinghouse::drain_changed_accounts`], each once: a
     /// feed for rankings kept outside this crate (auto-deleveraging).
     changed: Vec<u32>,
-    /// Per account slot: [`DIRTY`], [`CHANGED`] and [`FULL`] — whether it is in `dirty` and in
-    /// `changed`, and how it must be re-indexed. One byte for all three, so that `touch` costs
-    /// one memory access.
-    flags: Vec<u8>,
     /// Accounts evaluated in the current collection pass (scratch, always empty between calls).
     #[serde(skip)]
     evaluated: Vec<u32>,
-    #[serde(skip)]
-    is_evaluated: Vec<bool>,
     /// The plan of the account being re-indexed (scratch, reused so re-indexing does not allocate).
     #[serde(skip)]
     placed: Vec<Indexed>,
@@ -199,8 +206,14 @@ impl MaintenanceIndex {
 
     /// Room for one more account.
     pub(crate) fn add_account(&mut self) {
-        self.entries.push(Vec::new());
-        self.flags.push(0);
+        self.accounts.push(AccountEntries::default());
+    }
+
+    /// Starts loading account slot `acc`'s flags and entry list into the cache: a trade marks
+    /// and re-indexes it.
+    #[inline]
+    pub(crate) fn prefetch(&self, acc: usize) {
+        keel_types::prefetch(self.accounts.as_ptr().wrapping_add(acc));
     }
 
     /// Marks an account for re-indexing in full; `O(1)`, called by every change to the account
@@ -219,7 +232,7 @@ impl MaintenanceIndex {
 
     #[inline]
     fn flag_dirty(&mut self, acc: usize, full: u8) {
-        let Some(flags) = self.flags.get_mut(acc) else { return };
+        let Some(flags) = self.accounts.get_mut(acc).map(|a| &mut a.flags) else { return };
         if *flags & DIRTY == 0 {
             self.dirty.push(acc as u32);
         }
@@ -235,11 +248,11 @@ impl MaintenanceIndex {
     }
 
     fn remove_entries(&mut self, acc: usize) {
-        let mut entries = std::mem::take(&mut self.entries[acc]);
+        let mut entries = std::mem::take(&mut self.accounts[acc].entries);
         for e in entries.drain(..) {
             self.unlink(acc, &e);
         }
-        self.entries[acc] = entries;
+        self.accounts[acc].entries = entries;
     }
 
     /// Indexes a planned position, if some price in range reaches its trigger.
@@ -258,24 +271,22 @@ impl MaintenanceIndex {
         self.unscanned[entry.market as usize] = true;
         let band = Band { qty: planned.qty, liquidation_price };
         self.markets[entry.market as usize].side(entry.long).insert((trigger, acc as u32), band);
-        self.entries[acc].push(entry);
+        self.accounts[acc].entries.push(entry);
     }
 
     fn mark_evaluated(&mut self, acc: usize) -> bool {
-        if self.is_evaluated.len() < self.entries.len() {
-            self.is_evaluated.resize(self.entries.len(), false);
-        }
-        if self.is_evaluated[acc] {
+        let flags = &mut self.accounts[acc].flags;
+        if *flags & EVALUATED != 0 {
             return false;
         }
-        self.is_evaluated[acc] = true;
+        *flags |= EVALUATED;
         self.evaluated.push(acc as u32);
         true
     }
 
     fn clear_evaluated(&mut self) {
         for acc in self.evaluated.drain(..) {
-            self.is_evaluated[acc as usize] = false;
+            self.accounts[acc as usize].flags &= !EVALUATED;
         }
     }
 
@@ -323,7 +334,7 @@ impl Clearinghouse {
     /// changed) and forgets them: the feed an incremental ranking outside this crate follows.
     pub fn drain_changed_accounts(&mut self, out: &mut Vec<AccountId>) {
         for acc in self.index.changed.drain(..) {
-            self.index.flags[acc as usize] &= !CHANGED;
+            self.index.accounts[acc as usize].flags &= !CHANGED;
             out.push(self.accounts[acc as usize].id);
         }
     }
@@ -340,8 +351,8 @@ impl Clearinghouse {
         let mut retry = Vec::new();
         for &acc in &dirty {
             let acc = acc as usize;
-            let full = self.index.flags[acc] & FULL != 0;
-            self.index.flags[acc] &= !(DIRTY | FULL);
+            let full = self.index.accounts[acc].flags & FULL != 0;
+            self.index.accounts[acc].flags &= !(DIRTY | FULL);
             self.index.mark_evaluated(acc);
             if !full && self.reindex_traded(acc).unwrap_or(false) {
                 continue;
@@ -427,7 +438,7 @@ impl Clearinghouse {
     /// of a tree removal, insertion and solve for every position. Kept entries keep the
     /// heatmap's liquidation price of their last full evaluation.
     fn reindex_traded(&mut self, acc: usize) -> Result<bool, MarginError> {
-        if self.index.entries[acc].is_empty() {
+        if self.index.accounts[acc].entries.is_empty() {
             return Ok(false);
         }
         let s = self.summary_at(acc, None)?;
@@ -435,7 +446,7 @@ impl Clearinghouse {
             return Ok(false);
         }
         let a = &self.accounts[acc];
-        let entries = &self.index.entries[acc];
+        let entries = &self.index.accounts[acc].entries;
         let mut traded = std::mem::take(&mut self.index.traded);
         traded.clear();
         // Balance and haircut collateral: the part of cross equity no position carries.
@@ -489,7 +500,7 @@ impl Clearinghouse {
             return Ok(false);
         }
         // Drop the entries of positions that changed or closed; add the new ones.
-        let mut entries = std::mem::take(&mut self.index.entries[acc]);
+        let mut entries = std::mem::take(&mut self.index.accounts[acc].entries);
         let positions = &self.accounts[acc].positions;
         entries.retain(|e| {
             let stays =
@@ -500,7 +511,7 @@ impl Clearinghouse {
             }
             stays
         });
-        self.index.entries[acc] = entries;
+        self.index.accounts[acc].entries = entries;
         for p in &placed {
             self.index.insert(acc, p);
         }
