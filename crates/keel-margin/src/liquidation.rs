@@ -55,6 +55,16 @@ impl Solver<'_> {
         Ok(self.equity(p)? <= self.maintenance(p)?)
     }
 
+    /// Equity minus maintenance at the mark worst for the position: the lowest price for a long,
+    /// the highest for a short. With `backing` and `other_maintenance` zero it is the least the
+    /// position can ever add to its account's `equity − maintenance`, since both move
+    /// monotonically with the mark (every maintenance rate is below 100 %), as the search
+    /// below relies on too.
+    pub(crate) fn worst_surplus(&self) -> Result<i128, ArithmeticError> {
+        let p = if self.size > 0 { 1 } else { self.max_price };
+        Ok(self.equity(p)? - self.maintenance(p)?)
+    }
+
     /// The closed-form root, per tier on a mark basis, picking the tier its own notional falls in.
     /// Only a starting point for the exact search: if it cannot be computed, the search starts at 1.
     fn seed(&self) -> i64 {

@@ -133,6 +133,27 @@ fn the_heatmap_buckets_notional_at_the_liquidation_prices() {
 }
 
 /// Accounts with positions in three markets, cross or isolated in market 2.
+#[test]
+fn an_account_no_mark_can_liquidate_is_not_indexed_and_one_unit_less_is() {
+    // A long of 1 lot bought at 100 loses 99 at a mark of 1 (the lowest), where its maintenance
+    // is 5 % of 1: with 99.05 it is exactly at maintenance there, with one money unit more never.
+    for (deposit, liquidatable_at_lowest) in [("99.05", true), ("99.050001", false)] {
+        let mut b = bench(1);
+        // Funded so that even the highest mark cannot liquidate its short: never indexed.
+        let whale = b.account(10_000, "100000000");
+        let a = b.account(1, deposit);
+        b.fill(a, 0, Side::Buy, "1", "100");
+        b.fill(whale, 0, Side::Sell, "1", "100");
+        assert!(collect(&mut b).is_empty());
+        assert_eq!(b.ch.indexed_positions(), usize::from(liquidatable_at_lowest), "deposit {deposit}");
+        b.mark(0, "1");
+        let calls = collect(&mut b);
+        assert_eq!(b.ch.is_cross_liquidatable(a).unwrap(), liquidatable_at_lowest, "deposit {deposit}");
+        assert_eq!(calls.iter().any(|c| c.account == a), liquidatable_at_lowest, "deposit {deposit}");
+        assert!(!calls.iter().any(|c| c.account == whale));
+    }
+}
+
 type Holder = (i64, bool, Vec<(u32, bool, i64)>);
 
 proptest! {
@@ -197,6 +218,7 @@ enum Step {
 fn trading_step() -> impl Strategy<Value = Step> {
     prop_oneof![
         ((0u32..3), -8i64..=8).prop_map(|(m, pct)| Step::Move(m, pct)),
+        ((0u32..3), -60i64..=60).prop_map(|(m, pct)| Step::Move(m, pct)),
         ((0usize..12), (0u32..3), any::<bool>(), 1i64..40, -6i64..=6)
             .prop_map(|(h, m, long, qty, off)| Step::Trade { h, m, long, qty, off }),
     ]
