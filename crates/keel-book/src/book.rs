@@ -157,6 +157,9 @@ pub struct OrderBook {
     pub(crate) mark: Option<Price>,
     /// Empty levels kept behind the touch (see `retire_level`).
     pub(crate) empty_levels: usize,
+    /// Resting reduce-only orders of all accounts: when none rest, the engine's reduce-only
+    /// upkeep after a trade looks up no account at all.
+    pub(crate) reduce_only: u32,
     /// Reused buffers, kept to avoid allocating while triggering stops and cancelling in bulk.
     /// Scratch only: not part of the book's state, so not in a snapshot.
     #[serde(skip)]
@@ -203,6 +206,7 @@ impl OrderBook {
             last_trade: None,
             mark: None,
             empty_levels: 0,
+            reduce_only: 0,
             fired: Vec::with_capacity(64),
             slots: Vec::with_capacity(64),
         }
@@ -676,6 +680,7 @@ impl OrderBook {
         account_list.tail = slot;
         account_list.count += 1;
         account_list.reduce_only += u32::from(order.reduce_only);
+        self.reduce_only += u32::from(order.reduce_only);
         // Link at the back of the level's queue.
         if level_tail == NIL {
             self.levels[level as usize].head = slot;
@@ -727,6 +732,7 @@ impl OrderBook {
         let list = &mut self.account_lists[order.account_slot as usize];
         list.count -= 1;
         list.reduce_only -= u32::from(order.reduce_only);
+        self.reduce_only -= u32::from(order.reduce_only);
         order
     }
 

@@ -102,6 +102,10 @@ impl OrderBook {
         if listed != self.orders.len() {
             return Err("an order is missing from its account list".into());
         }
+        let reduce_only = self.orders.iter().filter(|(_, o)| o.reduce_only).count();
+        if reduce_only != self.reduce_only as usize {
+            return Err(format!("{reduce_only} reduce-only orders rest but {} counted", self.reduce_only));
+        }
         let stops_indexed = self.ids.values().filter(|h| matches!(h, Handle::Stop(_))).count();
         if self.ids.len() != self.orders.len() + self.stops.len() || stops_indexed != self.stops.len() {
             return Err("id index does not match the live orders".into());

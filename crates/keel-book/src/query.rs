@@ -211,6 +211,11 @@ impl OrderBook {
         })
     }
 
+    /// How many reduce-only orders rest in the book, of all accounts (O(1)).
+    pub fn reduce_only_total(&self) -> u32 {
+        self.reduce_only
+    }
+
     /// How many reduce-only orders `account` has resting (O(1)).
     pub fn reduce_only_count(&self, account: AccountId) -> u32 {
         self.account_slots.get(account).map_or(0, |slot| self.account_lists[slot as usize].reduce_only)

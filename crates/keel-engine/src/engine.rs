@@ -616,6 +616,11 @@ impl Engine {
     /// account's reduce-only orders oldest first, the excess is shrunk (keeping priority) or
     /// cancelled, and all of them are cancelled once the position is flat or flipped.
     fn enforce_reduce_only(&mut self, index: usize, out: &mut Vec<Event>) {
+        if self.markets[index].book.reduce_only_total() == 0 {
+            // Nothing to shrink in this market; the traded list only serves this upkeep.
+            self.scratch.traded.clear();
+            return;
+        }
         if self.scratch.traded.is_empty() {
             return;
         }
