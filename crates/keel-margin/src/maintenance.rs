@@ -49,7 +49,7 @@ use crate::MarginError;
 use crate::clearinghouse::{Account, Clearinghouse, MarginSummary};
 use crate::liquidation::Solver;
 use crate::position::{MarginMode, abs, notional};
-use keel_types::{AccountId, ArithmeticError, MarketId, Money, Price, Qty, Side};
+use keel_types::{AccountId, MarketId, Money, Price, Qty, Side};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -574,44 +574,62 @@ impl Clearinghouse {
     ) -> Result<(), MarginError> {
         let total_notional: i128 = traded.iter().map(|t| t.2).sum();
         for &(idx, value, own_notional) in traded {
-            let p = &self.accounts[acc].positions[idx];
-            let m = &self.markets[p.slot as usize];
             let share = if traded.len() == 1 || total_notional == 0 {
                 room
             } else {
                 room * own_notional / total_notional
             };
-            let band = Solver {
-                size: p.size.0,
-                cost: p.cost.0,
-                k: m.k,
-                backing: share - value,
-                other_maintenance: 0,
-                tiers: &m.config.tiers,
-                basis: m.config.basis,
-                max_price: m.config.max_price.0,
-            };
-            let trigger = band.liquidation_price()?.map(|p| p.0);
-            let liquidation_price = if cross_count == 1 {
-                trigger
-            } else {
-                match self.solver_with(acc, idx, Some(s))? {
-                    Some(exact) => exact.liquidation_price()?.map(|p| p.0),
-                    None => None,
-                }
-            };
-            placed.push(Indexed {
-                market: p.slot,
-                long: p.size.0 > 0,
-                trigger,
-                liquidation_price: liquidation_price.or(trigger),
-                qty: abs(p.size.0)?,
-                floor: Some(i64::try_from(value - share).map_err(|_| ArithmeticError::Overflow)?),
-                size: p.size.0,
-                cost: p.cost.0,
-            });
+            placed.push(self.plan_cross(acc, idx, s, value, share, cross_count)?);
         }
         Ok(())
+    }
+
+    /// The entry of cross position `idx`, whose `uPnL − MM` is `value` now and whose share of
+    /// the headroom is `share`: its trigger is the mark where that value has fallen by the share
+    /// (its floor). For the heatmap, its exact liquidation price with the account's other
+    /// markets at their marks; a position whose own price cannot liquidate it alone shows at its
+    /// trigger, the earliest mark that may.
+    fn plan_cross(
+        &self,
+        acc: usize,
+        idx: usize,
+        s: &MarginSummary,
+        value: i128,
+        share: i128,
+        cross_count: usize,
+    ) -> Result<Indexed, MarginError> {
+        let p = &self.accounts[acc].positions[idx];
+        let m = &self.markets[p.slot as usize];
+        let band = Solver {
+            size: p.size.0,
+            cost: p.cost.0,
+            k: m.k,
+            backing: share - value,
+            other_maintenance: 0,
+            tiers: &m.config.tiers,
+            basis: m.config.basis,
+            max_price: m.config.max_price.0,
+        };
+        let trigger = band.liquidation_price()?.map(|p| p.0);
+        let liquidation_price = if cross_count == 1 {
+            trigger
+        } else {
+            match self.solver_with(acc, idx, Some(s))? {
+                Some(exact) => exact.liquidation_price()?.map(|p| p.0),
+                None => None,
+            }
+        };
+        Ok(Indexed {
+            market: p.slot,
+            long: p.size.0 > 0,
+            trigger,
+            liquidation_price: liquidation_price.or(trigger),
+            qty: abs(p.size.0)?,
+            // A floor beyond `i64` is kept as none: the next fill then re-evaluates in full.
+            floor: i64::try_from(value - share).ok(),
+            size: p.size.0,
+            cost: p.cost.0,
+        })
     }
 
     /// The margin calls and index entries of one account, computed without changing anything.
@@ -653,39 +671,8 @@ impl Clearinghouse {
                     };
                     let (upnl, margin_notional) = p.valuation(mark, m.k, m.config.basis)?;
                     let own_mm = p.maintenance_margin(margin_notional, &m.config.tiers)?;
-                    // Trigger: where this position's `uPnL − MM` has fallen by its share.
-                    let band = Solver {
-                        size: p.size.0,
-                        cost: p.cost.0,
-                        k: m.k,
-                        backing: share - i128::from(upnl.0) + i128::from(own_mm.0),
-                        other_maintenance: 0,
-                        tiers: &m.config.tiers,
-                        basis: m.config.basis,
-                        max_price: m.config.max_price.0,
-                    };
-                    let trigger = band.liquidation_price()?.map(|p| p.0);
-                    let floor = i128::from(upnl.0) - i128::from(own_mm.0) - share;
-                    let liquidation_price = if cross_count == 1 {
-                        trigger
-                    } else {
-                        match self.solver_with(acc, idx, Some(&s))? {
-                            Some(exact) => exact.liquidation_price()?.map(|p| p.0),
-                            None => None,
-                        }
-                    };
-                    placed.push(Indexed {
-                        market: p.slot,
-                        long: p.size.0 > 0,
-                        trigger,
-                        // A position whose own price cannot liquidate it alone still shows in
-                        // the heatmap at its trigger, the earliest mark that may liquidate it.
-                        liquidation_price: liquidation_price.or(trigger),
-                        qty: abs(p.size.0)?,
-                        floor: i64::try_from(floor).ok(),
-                        size: p.size.0,
-                        cost: p.cost.0,
-                    });
+                    let value = i128::from(upnl.0) - i128::from(own_mm.0);
+                    placed.push(self.plan_cross(acc, idx, &s, value, share, cross_count)?);
                 }
             }
         }
