@@ -73,15 +73,7 @@ fn limit(request: u64, side: Side, price: i64, qty: i64) -> ClientMessage {
 
 /// Sends `message` and returns the ack's order id or the reject code for its request.
 fn request(client: &mut Client, message: ClientMessage) -> Result<OrderId, RejectCode> {
-    let id = match &message {
-        ClientMessage::NewOrder(order) => order.request,
-        ClientMessage::Cancel { request, .. }
-        | ClientMessage::Amend { request, .. }
-        | ClientMessage::CancelAll { request, .. }
-        | ClientMessage::AccountQuery { request }
-        | ClientMessage::IndexPrice { request, .. } => *request,
-        other => panic!("not a request: {other:?}"),
-    };
+    let id = message.request_id().unwrap_or_else(|| panic!("not a request: {message:?}"));
     client.send(&message).expect("send");
     client
         .receiver

@@ -794,9 +794,9 @@ mod tests {
         }
     }
 
-    /// Submits `OpenAccount` for accounts `1..=count`, tagged with the account number.
-    fn open_accounts(sequencer: &Sequencer, count: u32) {
-        for account in 1..=count {
+    /// Submits `OpenAccount` for each of `accounts`, tagged with the account number.
+    fn open_accounts(sequencer: &Sequencer, accounts: std::ops::RangeInclusive<u32>) {
+        for account in accounts {
             sequencer
                 .submit(
                     u64::from(account),
@@ -818,7 +818,7 @@ mod tests {
     #[test]
     fn snapshots_are_on_disk_at_shutdown_and_recover_the_same_state() {
         let (sequencer, dir) = start_snapshotting("snapshots", None, Some(10));
-        open_accounts(&sequencer, 45);
+        open_accounts(&sequencer, 1..=45);
         let engine = sequencer.shutdown().expect("clean");
         assert_eq!(engine.last_seq(), 45);
         let snapshots: Vec<_> = std::fs::read_dir(dir.join(store::SNAPSHOT_DIR))
@@ -851,7 +851,7 @@ mod tests {
         });
         let sequencer = Sequencer::spawn(engine, journal, config, WaitPolicy::default(), None, gated);
 
-        open_accounts(&sequencer, 1);
+        open_accounts(&sequencer, 1..=1);
         assert_eq!(acknowledged(&sequencer, 1), vec![1]);
         let first =
             started.recv_timeout(Duration::from_secs(10)).expect("the writer starts the first snapshot");
@@ -859,15 +859,7 @@ mod tests {
 
         // Forty more commands, each making a snapshot due (every = 1), all acknowledged while the
         // first snapshot is still being written.
-        for account in 2..=41u32 {
-            sequencer
-                .submit(
-                    u64::from(account),
-                    Command::OpenAccount { account: AccountId(account) },
-                    Backpressure::Wait,
-                )
-                .expect("queued");
-        }
+        open_accounts(&sequencer, 2..=41);
         assert_eq!(acknowledged(&sequencer, 40), (2..=41).collect::<Vec<u64>>());
         assert!(snapshots_on_disk(&dir).is_empty(), "the writer is still inside the first snapshot");
 
@@ -960,7 +952,7 @@ mod tests {
     #[test]
     fn the_ring_gets_every_outcome_in_order_and_shutdown_applies_everything_queued() {
         let (sequencer, dir) = start("ring", None);
-        open_accounts(&sequencer, 20);
+        open_accounts(&sequencer, 1..=20);
         let mut tags = Vec::new();
         wait_until(|| {
             while let Some(outcome) = sequencer.poll() {
@@ -980,7 +972,7 @@ mod tests {
         let calls = Arc::new(Mutex::new(0));
         let sink = Recorder { seen: Arc::clone(&seen), calls: Arc::clone(&calls), asked: false };
         let (sequencer, dir) = start("sink", Some(Box::new(sink)));
-        open_accounts(&sequencer, 10);
+        open_accounts(&sequencer, 1..=10);
         wait_until(|| seen.lock().expect("lock").len() == 11);
         assert!(sequencer.poll().is_none(), "the ring stays empty with a sink");
         let seen = seen.lock().expect("lock").clone();

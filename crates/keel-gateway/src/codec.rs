@@ -828,6 +828,24 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, DecodeError> {
 // ----- client messages -----
 
 impl ClientMessage {
+    /// The request id of a request message, which its ack or reject echoes; `None` for session
+    /// and subscription messages, which have none.
+    pub fn request_id(&self) -> Option<u64> {
+        match self {
+            ClientMessage::NewOrder(order) => Some(order.request),
+            ClientMessage::Cancel { request, .. }
+            | ClientMessage::Amend { request, .. }
+            | ClientMessage::CancelAll { request, .. }
+            | ClientMessage::AccountQuery { request }
+            | ClientMessage::IndexPrice { request, .. } => Some(*request),
+            ClientMessage::Logon { .. }
+            | ClientMessage::Logout
+            | ClientMessage::Heartbeat
+            | ClientMessage::Subscribe { .. }
+            | ClientMessage::Unsubscribe { .. } => None,
+        }
+    }
+
     /// Appends this message's frame to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         match self {

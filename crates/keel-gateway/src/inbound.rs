@@ -317,7 +317,7 @@ impl Session {
                 }
                 (request, RequestKind::Other, Command::IndexPrice { market, price })
             }
-            _ if role != Role::Trader => return self.refuse(request_of(&message), context),
+            _ if role != Role::Trader => return self.refuse(message.request_id().unwrap_or(0), context),
             ClientMessage::NewOrder(order) => {
                 let place = PlaceOrder {
                     account,
@@ -483,22 +483,5 @@ fn name(message: &ClientMessage) -> &'static str {
         ClientMessage::IndexPrice { .. } => "index price",
         ClientMessage::Subscribe { .. } => "subscribe",
         ClientMessage::Unsubscribe { .. } => "unsubscribe",
-    }
-}
-
-/// The request id of a request message (zero for session messages, which have none).
-fn request_of(message: &ClientMessage) -> u64 {
-    match message {
-        ClientMessage::NewOrder(order) => order.request,
-        ClientMessage::Cancel { request, .. }
-        | ClientMessage::Amend { request, .. }
-        | ClientMessage::CancelAll { request, .. }
-        | ClientMessage::AccountQuery { request }
-        | ClientMessage::IndexPrice { request, .. } => *request,
-        ClientMessage::Logon { .. }
-        | ClientMessage::Logout
-        | ClientMessage::Heartbeat
-        | ClientMessage::Subscribe { .. }
-        | ClientMessage::Unsubscribe { .. } => 0,
     }
 }

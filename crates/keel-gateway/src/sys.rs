@@ -34,31 +34,40 @@ mod linux {
     }
 }
 
+/// Runs a system call that returns a byte count or −1 with `errno`, again while a signal
+/// interrupts it: the count, or the error it stopped on.
+#[cfg(target_os = "linux")]
+fn retry_interrupted(mut call: impl FnMut() -> isize) -> io::Result<usize> {
+    loop {
+        let done = call();
+        if done >= 0 {
+            return Ok(done as usize);
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
 /// Sends as much of `bytes` as the socket takes now, without blocking (and without `SIGPIPE`).
 /// `Err` with [`io::ErrorKind::WouldBlock`] when it takes nothing.
 pub(crate) fn send_nonblocking(stream: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
-        loop {
+        retry_interrupted(|| {
             // SAFETY: the pointer and length describe `bytes`, which outlives the call; `send`
             // only reads them; the descriptor belongs to `stream`, which is open.
-            let sent = unsafe {
+            unsafe {
                 linux::send(
                     stream.as_raw_fd(),
                     bytes.as_ptr().cast(),
                     bytes.len(),
                     linux::MSG_DONTWAIT | linux::MSG_NOSIGNAL,
                 )
-            };
-            if sent >= 0 {
-                return Ok(sent as usize);
             }
-            let error = io::Error::last_os_error();
-            if error.kind() != io::ErrorKind::Interrupted {
-                return Err(error);
-            }
-        }
+        })
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -73,21 +82,14 @@ pub(crate) fn recv_nonblocking(stream: &TcpStream, buf: &mut [u8]) -> io::Result
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
-        loop {
+        retry_interrupted(|| {
             // SAFETY: the pointer and length describe `buf`, which outlives the call and which
             // `recv` writes at most `len` bytes into; the descriptor belongs to `stream`, which is
             // open.
-            let received = unsafe {
+            unsafe {
                 linux::recv(stream.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), linux::MSG_DONTWAIT)
-            };
-            if received >= 0 {
-                return Ok(received as usize);
             }
-            let error = io::Error::last_os_error();
-            if error.kind() != io::ErrorKind::Interrupted {
-                return Err(error);
-            }
-        }
+        })
     }
     #[cfg(not(target_os = "linux"))]
     {

@@ -1173,20 +1173,24 @@ impl Clearinghouse {
             if p.is_idle() {
                 continue;
             }
-            let m = &self.markets[p.slot as usize];
-            let share = match p.share.get(m.marked_at) {
-                Some(share) => share,
-                None => {
-                    let share = Share::of(p, m.mark()?, m.k, m.config.basis, &m.config.tiers)?;
-                    p.share.set(self.epoch, share);
-                    share
-                }
-            };
-            share.add_to(&mut s)?;
+            self.share_of(p)?.add_to(&mut s)?;
         }
         debug_assert_eq!(Ok(s), self.summary_of(a, None), "stale cached share in {:?}", a.id);
         a.summary.set(self.epoch, s);
         Ok(s)
+    }
+
+    /// A position's share of its account's cross totals at the current marks, from its cache
+    /// while its market's mark has not moved, else computed and cached.
+    #[inline]
+    pub(crate) fn share_of(&self, p: &Position) -> Result<Share, MarginError> {
+        let m = &self.markets[p.slot as usize];
+        if let Some(share) = p.share.get(m.marked_at) {
+            return Ok(share);
+        }
+        let share = Share::of(p, m.mark()?, m.k, m.config.basis, &m.config.tiers)?;
+        p.share.set(self.epoch, share);
+        Ok(share)
     }
 
     /// Balance and haircut collateral of an account: the totals before any position is added.

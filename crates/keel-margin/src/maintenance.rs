@@ -511,9 +511,9 @@ impl Clearinghouse {
             cross_count += 1;
             let m = &self.markets[p.slot as usize];
             let mark = m.mark()?;
-            let (upnl, margin_notional) = p.valuation(mark, m.k, m.config.basis)?;
-            let value =
-                i128::from(upnl.0) - i128::from(p.maintenance_margin(margin_notional, &m.config.tiers)?.0);
+            // Fresh from the summary just taken: uPnL and maintenance of a cross position.
+            let share = self.share_of(p)?;
+            let value = i128::from(share.upnl.0) - i128::from(share.maintenance.0);
             match kept.map(|e| e.floor) {
                 Some(Some(floor)) if value > i128::from(floor) => room += i128::from(floor),
                 Some(_) => {
@@ -669,9 +669,8 @@ impl Clearinghouse {
                     } else {
                         headroom * own_notional / total_notional
                     };
-                    let (upnl, margin_notional) = p.valuation(mark, m.k, m.config.basis)?;
-                    let own_mm = p.maintenance_margin(margin_notional, &m.config.tiers)?;
-                    let value = i128::from(upnl.0) - i128::from(own_mm.0);
+                    let own = self.share_of(p)?;
+                    let value = i128::from(own.upnl.0) - i128::from(own.maintenance.0);
                     placed.push(self.plan_cross(acc, idx, &s, value, share, cross_count)?);
                 }
             }
