@@ -21,6 +21,7 @@ mod config;
 pub mod differential;
 mod invariants;
 mod ladder;
+mod prefetch;
 mod query;
 #[cfg(any(test, feature = "reference"))]
 pub mod reference;

@@ -552,3 +552,16 @@ fn depth_and_impact_queries() {
     assert_eq!(b.qty_within(Side::Buy, Price(100), 1), Qty(0));
     assert_eq!(b.qty_within(Side::Buy, Price(100), 2), Qty(4));
 }
+
+#[test]
+fn prefetching_any_account_is_harmless() {
+    let mut book = book();
+    place(&mut book, limit(1, A, Side::Buy, 100, 5));
+    let before = state(&book);
+    // Known, never seen, and beyond the flat slot array: none may panic or change anything.
+    for account in [A, C, AccountId(u32::MAX)] {
+        book.prefetch_account_slot(account);
+        book.prefetch_account_orders(account);
+    }
+    assert_eq!(state(&book), before);
+}

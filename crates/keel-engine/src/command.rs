@@ -197,6 +197,16 @@ impl Command {
         )
     }
 
+    /// The market an order command acts in, if it names one (used to prefetch the account's
+    /// orders there).
+    pub fn order_market(&self) -> Option<MarketId> {
+        match self {
+            Command::Place(place) => Some(place.market),
+            Command::Cancel { market, .. } | Command::Amend { market, .. } => Some(*market),
+            _ => None,
+        }
+    }
+
     /// The account a trading command acts for, if it names one (used to prefetch it).
     pub fn trading_account(&self) -> Option<AccountId> {
         match self {

@@ -36,6 +36,10 @@ pub const ADL_REFRESH_TICK_MIN: RefreshBudget = RefreshBudget { accounts: 8, ent
 /// refresh that fell behind its schedule in bigger steps (about 80 µs at 100,000 accounts).
 pub const ADL_REFRESH_TICK_MAX: RefreshBudget = RefreshBudget { accounts: 64, entries: 2_048 };
 
+/// Fills of one book operation whose maker accounts are prefetched before booking (see
+/// `Engine::prefetch_makers`).
+const MAKERS_PREFETCHED: usize = 8;
+
 /// One listed market: its specification and its order book.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Market {
@@ -143,11 +147,21 @@ impl Engine {
     #[inline]
     pub fn prefetch(&self, ahead: [Option<&Command>; 3]) {
         let account = |k: usize| ahead[k].and_then(Command::trading_account);
+        let book = |k: usize| {
+            let market = ahead[k].and_then(Command::order_market)?;
+            Some((&self.markets.iter().find(|m| m.id() == market)?.book, account(k)?))
+        };
         if let Some(account) = account(2) {
             self.clearinghouse.prefetch_slot(account);
         }
+        if let Some((book, account)) = book(2) {
+            book.prefetch_account_slot(account);
+        }
         if let Some(account) = account(1) {
             self.clearinghouse.prefetch_account(account);
+        }
+        if let Some((book, account)) = book(1) {
+            book.prefetch_account_orders(account);
         }
         if let Some(account) = account(0) {
             self.clearinghouse.prefetch_positions(account);
@@ -504,6 +518,7 @@ impl Engine {
     /// every reservation change; then registers the orders that came to rest.
     fn settle(&mut self, index: usize, events: &[BookEvent], out: &mut Vec<Event>) {
         let market = self.markets[index].id();
+        self.prefetch_makers(events);
         for event in events {
             out.push(Event::Book { market, event: *event });
             match *event {
@@ -552,6 +567,29 @@ impl Engine {
             }
         }
         self.register_candidates(out);
+    }
+
+    /// Starts loading the accounts of the makers that `events` filled, before their fills are
+    /// booked one by one. A command's own account is prefetched while earlier commands run
+    /// ([`Engine::prefetch`]); its makers are known only once the book has matched. Breadth
+    /// first: every maker's slot, then every record, then every position list, so each stage
+    /// waits for memory once for all makers instead of once per maker. At most
+    /// [`MAKERS_PREFETCHED`] fills are looked at: a sweep through more makers than that is rare
+    /// and would only crowd the cache.
+    fn prefetch_makers(&self, events: &[BookEvent]) {
+        let makers = || {
+            events
+                .iter()
+                .filter_map(|event| match event {
+                    BookEvent::Fill { maker_account, .. } => Some(*maker_account),
+                    _ => None,
+                })
+                .take(MAKERS_PREFETCHED)
+        };
+        let clearinghouse = &self.clearinghouse;
+        makers().for_each(|account| clearinghouse.prefetch_slot(account));
+        makers().for_each(|account| clearinghouse.prefetch_account(account));
+        makers().for_each(|account| clearinghouse.prefetch_positions(account));
     }
 
     /// Releases the reservation of an order that left the book or is entered again: its open
