@@ -141,9 +141,11 @@ impl Engine {
     /// A caller that holds a batch calls this before applying command `i`, with `ahead` =
     /// commands `i + 1`, `i + 2` and `i + 3` (`None` past the end). Each account is loaded in
     /// three stages, one per command, each stage reading what the one before brought in: the
-    /// slot of `i + 3`'s account, the record of `i + 2`'s, the positions of `i + 1`'s. Each
-    /// command then finds its account in the cache instead of waiting for memory three times in
-    /// a row. Changes nothing and is never needed for a correct result.
+    /// slot of `i + 3`'s account, the record of `i + 2`'s, the positions of `i + 1`'s. An order
+    /// command's account is also loaded in its market's book: its slot there with `i + 3`, its
+    /// order list with `i + 2`. Each command then finds its account in the cache instead of
+    /// waiting for memory several times in a row. Changes nothing and is never needed for a
+    /// correct result.
     #[inline]
     pub fn prefetch(&self, ahead: [Option<&Command>; 3]) {
         let account = |k: usize| ahead[k].and_then(Command::trading_account);
