@@ -28,7 +28,7 @@ impl Fnv {
 
     fn value<T: Serialize>(&mut self, value: &T, buffer: &mut Vec<u8>) {
         buffer.clear();
-        codec::encode_into(value, buffer);
+        codec::encode_value_into(value, buffer);
         self.write(&(buffer.len() as u64).to_le_bytes());
         self.write(buffer);
     }

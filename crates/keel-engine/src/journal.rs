@@ -1,7 +1,7 @@
 //! The command journal: an append-only file of sequenced, checksummed records that makes the
 //! engine durable. Records are opaque bytes here; what they mean is the state machine's business.
 //!
-//! # File format (version 1)
+//! # File format (version 2)
 //!
 //! All integers are little-endian. A journal file is a 12-byte file header followed by zero or
 //! more records laid end to end, with no padding and no trailer:
@@ -10,7 +10,7 @@
 //! file header (12 bytes)
 //!   offset  size  field
 //!        0     8  magic          "KEELJNL\0" = 4B 45 45 4C 4A 4E 4C 00
-//!        8     4  version        u32, currently 1
+//!        8     4  version        u32, currently 2
 //!
 //! record (16-byte record header + payload), starting at offset 12 for the first record
 //!   offset  size  field
@@ -55,7 +55,11 @@ use std::path::{Path, PathBuf};
 /// Magic bytes that open every journal file.
 pub const MAGIC: [u8; 8] = *b"KEELJNL\0";
 /// The journal format version this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// Version 2 differs from version 1 only in what the payloads hold: since version 2 every payload
+/// starts with the codec's schema byte (`codec::SCHEMA_VERSION`). Version 1 files, whose payloads
+/// do not, are refused rather than misread.
+pub const FORMAT_VERSION: u32 = 2;
 /// Size of the file header: magic plus version.
 pub const FILE_HEADER_LEN: usize = 12;
 /// Size of a record header: length, checksum, sequence number.
@@ -1044,7 +1048,7 @@ mod tests {
     fn format_is_as_documented() {
         let bytes = image(&[(7, b"abc")]);
         assert_eq!(&bytes[..8], b"KEELJNL\0");
-        assert_eq!(&bytes[8..12], &[1, 0, 0, 0]);
+        assert_eq!(&bytes[8..12], &[2, 0, 0, 0]);
         assert_eq!(&bytes[12..16], &[3, 0, 0, 0]);
         let crc = crate::checksum::crc32c(&[7, 0, 0, 0, 0, 0, 0, 0, b'a', b'b', b'c']);
         assert_eq!(&bytes[16..20], &crc.to_le_bytes());
@@ -1072,9 +1076,12 @@ mod tests {
         );
         assert!(matches!(parse_records(b"PK\x03\x04", 16), Err(HeaderError::NotAJournal { .. })));
         assert!(matches!(parse_records(b"hello, world!", 16), Err(HeaderError::NotAJournal { .. })));
-        let mut v2 = file_header().to_vec();
-        v2[8] = 2;
-        assert_eq!(parse_records(&v2, 16), Err(HeaderError::UnsupportedVersion { found: 2 }));
+        // Version 1 (payloads without a schema byte) and any later version are refused.
+        for version in [1, FORMAT_VERSION + 1] {
+            let mut other = file_header().to_vec();
+            other[8..12].copy_from_slice(&version.to_le_bytes());
+            assert_eq!(parse_records(&other, 16), Err(HeaderError::UnsupportedVersion { found: version }));
+        }
     }
 
     #[test]

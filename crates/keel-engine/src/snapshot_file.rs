@@ -2,7 +2,7 @@
 //! load the newest good one and replay only the journal records after it. Payloads are opaque
 //! bytes here.
 //!
-//! # File format (version 1)
+//! # File format (version 2)
 //!
 //! A snapshot of the state after applying command `seq` lives in `snapshot-<seq>.snap`, with `seq`
 //! in decimal, zero-padded to 20 digits so names sort in sequence order. All integers are
@@ -11,7 +11,7 @@
 //! ```text
 //!   offset  size  field
 //!        0     8  magic        "KEELSNP\0" = 4B 45 45 4C 53 4E 50 00
-//!        8     4  version      u32, currently 1
+//!        8     4  version      u32, currently 2
 //!       12     4  crc          u32, CRC-32C (Castagnoli) of the payload bytes
 //!       16     8  seq          u64, must equal the sequence number in the file name
 //!       24     8  len          u64, payload length; the file is exactly 32 + len bytes long
@@ -36,7 +36,10 @@ use std::path::{Path, PathBuf};
 /// Magic bytes that open every snapshot file.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"KEELSNP\0";
 /// The snapshot format version this code writes and reads.
-pub const SNAPSHOT_VERSION: u32 = 1;
+///
+/// Version 2 differs from version 1 only in the payload, which since version 2 starts with the
+/// codec's schema byte (`codec::SCHEMA_VERSION`); version 1 files are refused rather than misread.
+pub const SNAPSHOT_VERSION: u32 = 2;
 /// Size of the snapshot header.
 pub const SNAPSHOT_HEADER_LEN: usize = 32;
 

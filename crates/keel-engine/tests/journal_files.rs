@@ -38,7 +38,7 @@ impl Drop for TempDir {
     }
 }
 
-const HEADER: &[u8; 12] = b"KEELJNL\0\x01\0\0\0";
+const HEADER: &[u8; 12] = b"KEELJNL\0\x02\0\0\0";
 
 /// Encodes one record exactly as the module documentation describes.
 fn encode(seq: u64, payload: &[u8]) -> Vec<u8> {
@@ -356,12 +356,17 @@ fn foreign_file_is_refused_and_untouched() {
     assert!(Journal::open(&path, FlushPolicy::Fsync).is_err());
     assert_eq!(fs::read(&path).unwrap(), b"PK\x03");
 
-    let mut future = HEADER.to_vec();
-    future[8] = 2;
-    fs::write(&path, &future).unwrap();
-    let err = Journal::open(&path, FlushPolicy::Fsync).unwrap_err();
-    assert!(err.to_string().contains("version 2 is not supported"), "{err}");
-    assert!(JournalReader::open(&path).is_err());
+    // A future version, and version 1 (payloads without the codec's schema byte), are refused
+    // and left as they are.
+    for version in [3u8, 1] {
+        let mut other = HEADER.to_vec();
+        other[8] = version;
+        fs::write(&path, &other).unwrap();
+        let err = Journal::open(&path, FlushPolicy::Fsync).unwrap_err();
+        assert!(err.to_string().contains(&format!("version {version} is not supported")), "{err}");
+        assert!(JournalReader::open(&path).is_err());
+        assert_eq!(fs::read(&path).unwrap(), other, "the file must not be modified");
+    }
 }
 
 #[test]
@@ -488,4 +493,51 @@ fn missing_snapshot_directory_is_an_error() {
     let dir = TempDir::new("snap-missing");
     assert!(latest_valid_snapshot(dir.path("nope")).is_err());
     assert!(write_snapshot(dir.path("nope"), 1, b"x").is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Records and snapshots of another encoding schema
+
+/// A store whose journal or newest snapshot was written with another encoding schema is not
+/// recovered: recovery names the schema and stops, instead of decoding bytes it cannot vouch for.
+#[test]
+fn recovery_refuses_another_schema_by_name() {
+    use keel_engine::codec::{self, DecodeError, SCHEMA_VERSION};
+    use keel_engine::store::{self, StoreError};
+    use keel_engine::{Command, Engine, Sequenced};
+
+    let foreign = SCHEMA_VERSION.wrapping_add(1);
+    let tick = |seq| Sequenced { seq, time_ms: 1_000 + seq, command: Command::Tick };
+
+    // The journal: a good record, then one of another schema (checksum and sequence in order).
+    let dir = TempDir::new("schema-journal");
+    let (mut journal, _) = Journal::open(store::journal_path(&dir.0), FlushPolicy::Fsync).unwrap();
+    journal.append(1, &codec::encode(&tick(1))).unwrap();
+    let mut other = codec::encode(&tick(2));
+    other[0] = foreign;
+    journal.append(2, &other).unwrap();
+    journal.commit().unwrap();
+    drop(journal);
+    match store::recover(&dir.0, FlushPolicy::Fsync) {
+        Err(StoreError::Decode(DecodeError::Schema { what: "journal record", found })) => {
+            assert_eq!(found, foreign)
+        }
+        other => panic!("expected a schema error, got {:?}", other.map(|(_, _, report)| report)),
+    }
+
+    // The newest snapshot: an engine's encoding with another schema byte, in a file with a good
+    // header and checksum, as another build would have written it.
+    let dir = TempDir::new("schema-snapshot");
+    let snapshots = dir.path(store::SNAPSHOT_DIR);
+    fs::create_dir_all(&snapshots).unwrap();
+    let mut payload = codec::encode(&Engine::new());
+    payload[0] = foreign;
+    write_snapshot(&snapshots, 0, &payload).unwrap();
+    let err = store::recover(&dir.0, FlushPolicy::Fsync).map(|_| ()).unwrap_err();
+    assert!(
+        err.to_string().contains(&format!(
+            "written with encoding schema {foreign}, this build reads schema {SCHEMA_VERSION}"
+        )),
+        "{err}"
+    );
 }
