@@ -11,9 +11,9 @@
 //! command variant inserted before another, a field added to the state) can decode without error
 //! into different values. Every payload Keel keeps on disk — a journal record, a snapshot —
 //! therefore starts with one byte, [`SCHEMA_VERSION`], and [`decode`] refuses bytes of another
-//! schema by name ([`DecodeError::Schema`]) instead of guessing. The golden tests below pin the
-//! encoding of every command and of a small engine state: a change that fails them must bump
-//! [`SCHEMA_VERSION`].
+//! schema by name ([`DecodeError::Schema`]) instead of guessing. The crate's golden tests
+//! (`tests/encoding_golden.rs`) pin the encoding of every command and of a small engine state: a
+//! change of shape that fails them must bump [`SCHEMA_VERSION`].
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
