@@ -21,7 +21,7 @@ use thiserror::Error;
 
 /// The version of the encoding of journal records and snapshots, written as the first byte of
 /// each. Bump it whenever a serialized type changes shape (see the module documentation).
-pub const SCHEMA_VERSION: u8 = 1;
+pub const SCHEMA_VERSION: u8 = 2;
 
 /// Bytes that do not decode to the expected value.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]

@@ -32,6 +32,10 @@ pub struct MarketSpec {
     /// Notional, in money, that the impact bid and ask are measured for (Binance's "impact
     /// margin notional"); mark and funding sample the book at this depth.
     pub impact_notional: Money,
+    /// The impact prices are sampled on the first index update in each window of this many
+    /// milliseconds of engine time, not on every update (Binance samples its premium index
+    /// every 5 s). Zero samples on every index update.
+    pub impact_sample_ms: u64,
 }
 
 /// A new order as a trader submits it; the engine assigns its id.

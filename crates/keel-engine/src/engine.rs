@@ -45,11 +45,23 @@ const MAKERS_PREFETCHED: usize = 8;
 pub(crate) struct Market {
     pub(crate) spec: MarketSpec,
     pub(crate) book: OrderBook,
+    /// The sampling window (engine time / `spec.impact_sample_ms`) in which the impact prices
+    /// were last sampled; `None` before the first sample.
+    pub(crate) impact_sampled_in: Option<u64>,
 }
 
 impl Market {
     pub(crate) fn id(&self) -> MarketId {
         self.spec.margin.id
+    }
+
+    /// Whether an index update at `now_ms` samples the impact prices: the first update in each
+    /// sampling window does, or every update when the market samples continuously.
+    fn impact_sample_due(&self, now_ms: u64) -> bool {
+        match (self.spec.impact_sample_ms, self.impact_sampled_in) {
+            (0, _) | (_, None) => true,
+            (every, Some(window)) => now_ms / every != window,
+        }
     }
 }
 
@@ -357,7 +369,11 @@ impl Engine {
             return Err(EngineError::DuplicateMarket(id));
         }
         self.clearinghouse.add_market(spec.margin.clone())?;
-        self.markets.push(Market { spec: spec.clone(), book: OrderBook::new(spec.book) });
+        self.markets.push(Market {
+            spec: spec.clone(),
+            book: OrderBook::new(spec.book),
+            impact_sampled_in: None,
+        });
         out.push(Event::MarketCreated { market: id, symbol: spec.symbol.clone() });
         Ok(())
     }
@@ -706,7 +722,7 @@ impl Engine {
 
     // ----- prices and funding -----
 
-    /// New index price: sample impact prices, update the mark, trigger mark stops.
+    /// New index price: sample impact prices if due, update the mark, trigger mark stops.
     fn index_price(
         &mut self,
         market: MarketId,
@@ -715,16 +731,8 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let index = self.market_index(market)?;
         self.clearinghouse.set_index_price(market, price, self.time_ms)?;
-        let m = &self.markets[index];
-        let notional =
-            i128::from(m.spec.impact_notional.0) / i128::from(m.spec.margin.grid.money_per_tick_lot());
-        let bid = m.book.estimate_fill_notional(Side::Sell, notional);
-        let ask = m.book.estimate_fill_notional(Side::Buy, notional);
-        if bid.complete && ask.complete {
-            let round = keel_types::Rounding::Floor;
-            if let (Some(bid), Some(ask)) = (bid.average_price(round), ask.average_price(round)) {
-                self.clearinghouse.sample_impact_prices(market, bid, ask)?;
-            }
+        if self.markets[index].impact_sample_due(self.time_ms) {
+            self.sample_impact_prices(index)?;
         }
         let mark = self.clearinghouse.update_mark_price(market, self.time_ms)?;
         out.push(Event::Mark { market, index: price, mark });
@@ -733,6 +741,27 @@ impl Engine {
             Ok(())
         });
         self.after_trading(index, out);
+        Ok(())
+    }
+
+    /// Walks the book for the impact bid and ask and hands them to the premium and basis
+    /// averages. A book too thin to fill the impact notional on either side gives no sample, and
+    /// the window stays open for the next index update.
+    fn sample_impact_prices(&mut self, index: usize) -> Result<(), EngineError> {
+        let m = &self.markets[index];
+        let notional =
+            i128::from(m.spec.impact_notional.0) / i128::from(m.spec.margin.grid.money_per_tick_lot());
+        let bid = m.book.estimate_fill_notional(Side::Sell, notional);
+        let ask = m.book.estimate_fill_notional(Side::Buy, notional);
+        if !(bid.complete && ask.complete) {
+            return Ok(());
+        }
+        let round = keel_types::Rounding::Floor;
+        if let (Some(bid), Some(ask)) = (bid.average_price(round), ask.average_price(round)) {
+            self.clearinghouse.sample_impact_prices(m.id(), bid, ask)?;
+            let every = m.spec.impact_sample_ms;
+            self.markets[index].impact_sampled_in = (every > 0).then(|| self.time_ms / every);
+        }
         Ok(())
     }
 

@@ -10,6 +10,14 @@ use keel_margin::{MarketConfig, Rate, RiskTierSpec, RiskTiers};
 use keel_types::{Grid, MarketId, Money, Price, Qty};
 use rust_decimal::Decimal;
 
+/// How often the presets sample their impact prices: Binance computes its premium index every
+/// 5 seconds.
+pub const IMPACT_SAMPLE_MS: u64 = 5_000;
+
+/// How many basis samples the presets' mark averages: one per impact sample, 30 minutes of
+/// them (Binance averages its basis over 30 minutes).
+pub const BASIS_WINDOW: usize = (30 * 60_000 / IMPACT_SAMPLE_MS) as usize;
+
 /// (notional floor in whole USD, maintenance rate in 10^-8, max leverage).
 type Bracket = (i64, i64, u32);
 
@@ -71,6 +79,7 @@ fn spec(
     );
     margin.maker_fee = Rate(20_000);
     margin.taker_fee = Rate(50_000);
+    margin.mark.basis_window = BASIS_WINDOW;
     // Binance's impact margin notional: 200 USDT of margin at the first tier's maximum leverage.
     let impact_notional = Money(200 * Money::SCALE * i64::from(brackets[0].2));
     MarketSpec {
@@ -85,6 +94,7 @@ fn spec(
             account_capacity: 1 << 12,
         },
         impact_notional,
+        impact_sample_ms: IMPACT_SAMPLE_MS,
     }
 }
 

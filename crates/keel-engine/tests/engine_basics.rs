@@ -216,3 +216,61 @@ fn the_digest_depends_on_state_not_on_history_of_queries() {
     b.limit(BOB, Side::Buy, 640_000, 10);
     assert_ne!(a.engine.digest(), b.engine.digest());
 }
+
+/// The predicted funding rate after index updates at each of `offsets_ms` (from a time on a
+/// 5-second boundary), with a book whose impact bid sits far above every index, so that each
+/// premium sample moves the average.
+fn predicted_rates(impact_sample_ms: u64, updates: &[(u64, i64)]) -> Vec<i64> {
+    const START_MS: u64 = 1_700_000_000_000;
+    let mut engine = Engine::new();
+    let mut seq = 0;
+    let mut apply = |engine: &mut Engine, time_ms: u64, command: Command| {
+        seq += 1;
+        let mut out = Vec::new();
+        engine.apply(&Sequenced { seq, time_ms, command: command.clone() }, &mut out);
+        assert!(!out.iter().any(|e| matches!(e, Event::Rejected { .. })), "{command:?}: {out:?}");
+    };
+    let mut spec = presets::btc_perp(BTC.0);
+    spec.impact_sample_ms = impact_sample_ms;
+    apply(&mut engine, START_MS - 1, Command::CreateMarket(Box::new(spec)));
+    for account in [ALICE, BOB] {
+        apply(&mut engine, START_MS - 1, Command::OpenAccount { account });
+        let amount = 1_000_000 * Money::SCALE;
+        apply(&mut engine, START_MS - 1, Command::Deposit { account, asset: AssetId::SETTLEMENT, amount });
+    }
+    apply(&mut engine, START_MS - 1, Command::IndexPrice { market: BTC, price: Price(650_000) });
+    // One BTC on each side, about 0.2 % above the index (under the funding cap): the impact bid
+    // and ask are these prices.
+    let rest = |account, side, price| {
+        Command::Place(order(account, side, OrderKind::Limit { price: Price(price) }, 1_000))
+    };
+    apply(&mut engine, START_MS - 1, rest(ALICE, Side::Buy, 651_500));
+    apply(&mut engine, START_MS - 1, rest(BOB, Side::Sell, 651_510));
+    updates
+        .iter()
+        .map(|&(offset_ms, index)| {
+            apply(
+                &mut engine,
+                START_MS + offset_ms,
+                Command::IndexPrice { market: BTC, price: Price(index) },
+            );
+            engine.clearinghouse().predicted_funding_rate(BTC).unwrap().0
+        })
+        .collect()
+}
+
+#[test]
+fn impact_prices_are_sampled_once_per_window() {
+    // The index falls at every update, so every sample's premium is larger than the one before.
+    let updates = [(0, 650_000), (1_000, 649_900), (4_999, 649_800), (5_000, 649_700), (9_000, 649_600)];
+    let rates = predicted_rates(5_000, &updates);
+    // A sample at 0 ms and one at 5,000 ms; the updates in between leave the average alone.
+    assert_eq!(rates[0], rates[1], "{rates:?}");
+    assert_eq!(rates[1], rates[2], "{rates:?}");
+    assert!(rates[3] > rates[2], "{rates:?}");
+    assert_eq!(rates[3], rates[4], "{rates:?}");
+    // Sampling on every update: each one moves the average.
+    let every = predicted_rates(0, &updates);
+    assert!(every.windows(2).all(|w| w[1] > w[0]), "{every:?}");
+    assert_eq!(every[0], rates[0], "the first sample is the same either way");
+}

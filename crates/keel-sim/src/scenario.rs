@@ -398,8 +398,15 @@ impl Parser {
     }
 
     fn create_market(&mut self, f: &Fields<'_>) -> Result<Parsed, FieldError> {
-        const OVERRIDES: [&str; 6] =
-            ["symbol", "id", "maker_fee", "taker_fee", "default_leverage", "funding_interval_ms"];
+        const OVERRIDES: [&str; 7] = [
+            "symbol",
+            "id",
+            "maker_fee",
+            "taker_fee",
+            "default_leverage",
+            "funding_interval_ms",
+            "impact_sample_ms",
+        ];
         let mut spec = match f.opt("preset") {
             Some(_) => {
                 let mut allowed = vec!["preset", "impact_notional"];
@@ -460,6 +467,9 @@ impl Parser {
         }
         if let Some(v) = f.opt("impact_notional") {
             spec.impact_notional = money("impact_notional", v)?;
+        }
+        if let Some(v) = f.opt("impact_sample_ms") {
+            spec.impact_sample_ms = integer("impact_sample_ms", v)?;
         }
         self.markets.push(MarketEntry { id, symbol: Some(spec.symbol.clone()), grid: spec.margin.grid });
         Ok(Parsed {
@@ -742,13 +752,15 @@ fn custom_market(f: &Fields<'_>) -> Result<MarketSpec, FieldError> {
     };
     let tiers = RiskTiers::new(&specs, max_notional).map_err(|e| field_err("tiers", e.to_string()))?;
     let first_leverage = specs.first().map_or(1, |s| s.max_leverage);
-    let margin = MarketConfig::new(MarketId(0), grid, tiers, max_price, max_position);
+    let mut margin = MarketConfig::new(MarketId(0), grid, tiers, max_price, max_position);
+    margin.mark.basis_window = presets::BASIS_WINDOW;
     Ok(MarketSpec {
         symbol,
         margin,
         book: keel_book::BookConfig { max_price, max_qty: max_position, ..keel_book::BookConfig::default() },
         // The presets' rule: 200 units of margin at the first tier's leverage.
         impact_notional: Money(200 * Money::SCALE * i64::from(first_leverage.min(1_000))),
+        impact_sample_ms: presets::IMPACT_SAMPLE_MS,
     })
 }
 
@@ -1535,6 +1547,24 @@ mod tests {
         ] {
             assert_eq!(command(&mut p, line), expected, "{line}");
         }
+    }
+
+    #[test]
+    fn a_market_samples_its_impact_prices_every_5_s_unless_told_otherwise() {
+        let mut p = Parser::new();
+        let sampling = |c: Command| match c {
+            Command::CreateMarket(spec) => spec.impact_sample_ms,
+            other => panic!("{other:?}"),
+        };
+        let preset = command(&mut p, r#"{"cmd":"create_market","preset":"BTC-PERP"}"#);
+        assert_eq!(sampling(preset), 5_000);
+        let every = command(&mut p, r#"{"cmd":"create_market","preset":"ETH-PERP","impact_sample_ms":0}"#);
+        assert_eq!(sampling(every), 0);
+        let e = error(
+            &mut p,
+            r#"{"cmd":"create_market","preset":"BTC-PERP","symbol":"X","impact_sample_ms":-1}"#,
+        );
+        assert!(e.to_string().starts_with("line 7, field \"impact_sample_ms\""), "{e}");
     }
 
     #[test]
