@@ -46,7 +46,7 @@ pub(crate) struct Market {
     pub(crate) spec: MarketSpec,
     pub(crate) book: OrderBook,
     /// The sampling window (engine time / `spec.impact_sample_ms`) in which the impact prices
-    /// were last sampled; `None` before the first sample.
+    /// were last sampled, or found too thin to sample; `None` before the first attempt.
     pub(crate) impact_sampled_in: Option<u64>,
 }
 
@@ -745,9 +745,12 @@ impl Engine {
     }
 
     /// Walks the book for the impact bid and ask and hands them to the premium and basis
-    /// averages. A book too thin to fill the impact notional on either side gives no sample, and
-    /// the window stays open for the next index update.
+    /// averages. The attempt uses up the window: a book too thin to fill the impact notional on
+    /// either side gives no sample in it (as a venue sampling on a timer skips that tick), so a
+    /// thin book is not walked again on every index update.
     fn sample_impact_prices(&mut self, index: usize) -> Result<(), EngineError> {
+        let every = self.markets[index].spec.impact_sample_ms;
+        self.markets[index].impact_sampled_in = (every > 0).then(|| self.time_ms / every);
         let m = &self.markets[index];
         let notional =
             i128::from(m.spec.impact_notional.0) / i128::from(m.spec.margin.grid.money_per_tick_lot());
@@ -759,8 +762,6 @@ impl Engine {
         let round = keel_types::Rounding::Floor;
         if let (Some(bid), Some(ask)) = (bid.average_price(round), ask.average_price(round)) {
             self.clearinghouse.sample_impact_prices(m.id(), bid, ask)?;
-            let every = m.spec.impact_sample_ms;
-            self.markets[index].impact_sampled_in = (every > 0).then(|| self.time_ms / every);
         }
         Ok(())
     }
