@@ -64,6 +64,10 @@ pub struct MarketEntry {
     /// Funding interval in milliseconds, replacing the preset's (8 hours) when given.
     #[serde(default)]
     pub funding_interval_ms: Option<u64>,
+    /// Impact-price sampling window in milliseconds, replacing the preset's (5 seconds) when
+    /// given; 0 samples on every index update.
+    #[serde(default)]
+    pub impact_sample_ms: Option<u64>,
 }
 
 impl MarketEntry {
@@ -72,6 +76,9 @@ impl MarketEntry {
         let mut spec = preset(&self.preset, self.id)?;
         if let Some(interval) = self.funding_interval_ms {
             spec.margin.funding.interval_ms = interval;
+        }
+        if let Some(every) = self.impact_sample_ms {
+            spec.impact_sample_ms = every;
         }
         Some(spec)
     }
@@ -198,12 +205,14 @@ impl ServeConfig {
                     id: 1,
                     index_price: Some(650_000),
                     funding_interval_ms: None,
+                    impact_sample_ms: None,
                 },
                 MarketEntry {
                     preset: "ETH-PERP".into(),
                     id: 2,
                     index_price: Some(350_000),
                     funding_interval_ms: None,
+                    impact_sample_ms: None,
                 },
             ],
             accounts: (1..=4)
@@ -352,6 +361,20 @@ mod tests {
         assert_eq!(config.limits.burst, Limits::default().burst);
         assert_eq!(config.accounts, vec![AccountEntry { id: 7, key: "secret".into(), deposit: 10 }]);
         assert_eq!(config.markets, ServeConfig::demo().markets);
+    }
+
+    #[test]
+    fn a_market_entry_overrides_the_presets_funding_and_impact_sampling() {
+        let config = ServeConfig::from_toml(
+            "[[markets]]\npreset = \"BTC-PERP\"\nid = 5\nfunding_interval_ms = 3600000\nimpact_sample_ms = 0\n",
+        )
+        .expect("valid");
+        let spec = config.markets[0].spec().expect("known preset");
+        assert_eq!(spec.margin.id, MarketId(5));
+        assert_eq!(spec.margin.funding.interval_ms, 3_600_000);
+        assert_eq!(spec.impact_sample_ms, 0);
+        let preset = ServeConfig::demo().markets[0].spec().expect("known preset");
+        assert_eq!(preset.impact_sample_ms, presets::IMPACT_SAMPLE_MS);
     }
 
     #[test]
