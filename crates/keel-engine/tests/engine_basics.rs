@@ -217,10 +217,11 @@ fn the_digest_depends_on_state_not_on_history_of_queries() {
     assert_ne!(a.engine.digest(), b.engine.digest());
 }
 
-/// The predicted funding rate after index updates at each of `offsets_ms` (from a time on a
-/// 5-second boundary), with a book whose impact bid sits far above every index, so that each
-/// premium sample moves the average.
-fn predicted_rates(impact_sample_ms: u64, updates: &[(u64, i64)]) -> Vec<i64> {
+/// The predicted funding rate after each index update of `updates` (milliseconds after a time on
+/// a 5-second boundary, index price), on a book whose impact bid sits far above every index, so
+/// that each premium sample moves the average. The book's orders rest just before update
+/// number `book_from`; before that the book is empty, too thin to sample.
+fn predicted_rates(impact_sample_ms: u64, updates: &[(u64, i64)], book_from: usize) -> Vec<i64> {
     const START_MS: u64 = 1_700_000_000_000;
     let mut engine = Engine::new();
     let mut seq = 0;
@@ -244,33 +245,45 @@ fn predicted_rates(impact_sample_ms: u64, updates: &[(u64, i64)]) -> Vec<i64> {
     let rest = |account, side, price| {
         Command::Place(order(account, side, OrderKind::Limit { price: Price(price) }, 1_000))
     };
-    apply(&mut engine, START_MS - 1, rest(ALICE, Side::Buy, 651_500));
-    apply(&mut engine, START_MS - 1, rest(BOB, Side::Sell, 651_510));
-    updates
-        .iter()
-        .map(|&(offset_ms, index)| {
-            apply(
-                &mut engine,
-                START_MS + offset_ms,
-                Command::IndexPrice { market: BTC, price: Price(index) },
-            );
-            engine.clearinghouse().predicted_funding_rate(BTC).unwrap().0
-        })
-        .collect()
+    let mut rates = Vec::new();
+    for (i, &(offset_ms, index)) in updates.iter().enumerate() {
+        let now = START_MS + offset_ms;
+        if i == book_from {
+            apply(&mut engine, now, rest(ALICE, Side::Buy, 651_500));
+            apply(&mut engine, now, rest(BOB, Side::Sell, 651_510));
+        }
+        apply(&mut engine, now, Command::IndexPrice { market: BTC, price: Price(index) });
+        rates.push(engine.clearinghouse().predicted_funding_rate(BTC).unwrap().0);
+    }
+    rates
 }
 
 #[test]
 fn impact_prices_are_sampled_once_per_window() {
     // The index falls at every update, so every sample's premium is larger than the one before.
     let updates = [(0, 650_000), (1_000, 649_900), (4_999, 649_800), (5_000, 649_700), (9_000, 649_600)];
-    let rates = predicted_rates(5_000, &updates);
+    let rates = predicted_rates(5_000, &updates, 0);
     // A sample at 0 ms and one at 5,000 ms; the updates in between leave the average alone.
     assert_eq!(rates[0], rates[1], "{rates:?}");
     assert_eq!(rates[1], rates[2], "{rates:?}");
     assert!(rates[3] > rates[2], "{rates:?}");
     assert_eq!(rates[3], rates[4], "{rates:?}");
     // Sampling on every update: each one moves the average.
-    let every = predicted_rates(0, &updates);
+    let every = predicted_rates(0, &updates, 0);
     assert!(every.windows(2).all(|w| w[1] > w[0]), "{every:?}");
     assert_eq!(every[0], rates[0], "the first sample is the same either way");
+}
+
+#[test]
+fn a_book_too_thin_to_sample_uses_up_its_window() {
+    let updates = [(0, 650_000), (1_000, 650_000), (5_000, 650_000)];
+    // Empty at 0 ms: no sample, so the rate is the interest term alone (0.01 %) — and it stays
+    // so at 1,000 ms although the book is deep by then, because the window was used up.
+    let rates = predicted_rates(5_000, &updates, 1);
+    assert_eq!(rates[..2], [10_000, 10_000], "{rates:?}");
+    assert!(rates[2] > 10_000, "the next window samples the book: {rates:?}");
+    // Sampling on every update takes the book as soon as it is there.
+    let every = predicted_rates(0, &updates, 1);
+    assert_eq!(every[0], 10_000, "{every:?}");
+    assert!(every[1] > 10_000, "{every:?}");
 }
