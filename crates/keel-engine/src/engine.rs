@@ -163,7 +163,7 @@ impl Engine {
         let account = |k: usize| ahead[k].and_then(Command::trading_account);
         let book = |k: usize| {
             let market = ahead[k].and_then(Command::order_market)?;
-            Some((&self.markets.iter().find(|m| m.id() == market)?.book, account(k)?))
+            Some((self.book(market)?, account(k)?))
         };
         if let Some(account) = account(2) {
             self.clearinghouse.prefetch_slot(account);

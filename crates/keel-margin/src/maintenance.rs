@@ -325,6 +325,13 @@ struct Indexed {
     cost: i64,
 }
 
+/// The part of `room` a position with `own` of `total` notional gets when `sharers` positions
+/// share it in proportion to their notional at mark, rounded down; a lone position (or a set
+/// with no notional at all) gets the whole of it.
+fn pro_rata(room: i128, own: i128, total: i128, sharers: usize) -> i128 {
+    if sharers == 1 || total == 0 { room } else { room * own / total }
+}
+
 impl Clearinghouse {
     /// Marks an account for re-indexing, e.g. when the liquidation queue lets go of an account it
     /// held (an account found liquidatable leaves the index until it is touched).
@@ -574,11 +581,7 @@ impl Clearinghouse {
     ) -> Result<(), MarginError> {
         let total_notional: i128 = traded.iter().map(|t| t.2).sum();
         for &(idx, value, own_notional) in traded {
-            let share = if traded.len() == 1 || total_notional == 0 {
-                room
-            } else {
-                room * own_notional / total_notional
-            };
+            let share = pro_rata(room, own_notional, total_notional, traded.len());
             placed.push(self.plan_cross(acc, idx, s, value, share, cross_count)?);
         }
         Ok(())
@@ -664,11 +667,7 @@ impl Clearinghouse {
                     let m = &self.markets[p.slot as usize];
                     let mark = m.mark()?;
                     let own_notional = i128::from(abs(notional(mark, p.size.0, m.k)?)?);
-                    let share = if cross_count == 1 || total_notional == 0 {
-                        headroom
-                    } else {
-                        headroom * own_notional / total_notional
-                    };
+                    let share = pro_rata(headroom, own_notional, total_notional, cross_count);
                     let own = self.share_of(p)?;
                     let value = i128::from(own.upnl.0) - i128::from(own.maintenance.0);
                     placed.push(self.plan_cross(acc, idx, &s, value, share, cross_count)?);

@@ -276,8 +276,7 @@ pub fn measure_engine(commands: &[keel_engine::Sequenced], setup: usize, offered
         let start = Instant::now();
         for (i, command) in flow.iter().enumerate() {
             prefetch_flow(flow, i);
-            let ahead = |k: usize| flow.get(i + k).map(|c| &c.command);
-            engine.prefetch([ahead(1), ahead(2), ahead(3)]);
+            engine.prefetch([1, 2, 3].map(|k| flow.get(i + k).map(|c| &c.command)));
             events.clear();
             engine.apply(command, &mut events);
         }
