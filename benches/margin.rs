@@ -76,7 +76,7 @@ fn bench_margin(c: &mut Criterion) {
 
     let (ch, a) = setup();
     let order = OrderIntent { market: MarketId(4), side: Side::Buy, qty: Qty(250), price: Price(305_000) };
-    assert!(matches!(ch.pre_trade_check(a, &order), Ok(PreTrade::Accept { .. })));
+    assert_eq!(ch.pre_trade_check(a, &order), Ok(PreTrade::Accept));
     group.bench_function("pre_trade_check_10_positions", |b| {
         b.iter(|| black_box(ch.pre_trade_check(black_box(a), black_box(&order))))
     });

@@ -44,7 +44,7 @@ fn trader() -> impl Strategy<Value = Trader> {
 fn place(w: &mut World, market: u32, account: AccountId, side: Side, price: i64, qty: i64, ioc: bool) {
     let intent = OrderIntent { market: MarketId(market), side, qty: Qty(qty), price: Price(price) };
     match w.ch.pre_trade_check(account, &intent) {
-        Ok(PreTrade::Accept { .. }) => {}
+        Ok(PreTrade::Accept) => {}
         _ => return,
     }
     let id = OrderId(w.next_id);

@@ -76,6 +76,7 @@ impl Account {
         self.summary.clear();
         let p = &mut self.positions[idx];
         p.share.clear();
+        p.worst.clear();
         p
     }
 }
@@ -96,11 +97,9 @@ pub struct OrderIntent {
 /// The answer of the pre-trade check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PreTrade {
-    /// The order may be accepted; the account keeps this much available balance.
-    Accept {
-        /// Available balance after reserving the order.
-        available_after: Money,
-    },
+    /// The order may be accepted: it only reduces what the account reserves, or the account's
+    /// available margin covers what it adds (its reservation and the taker fee).
+    Accept,
     /// The order must be rejected.
     Reject(Rejection),
 }
@@ -503,8 +502,9 @@ impl Clearinghouse {
     }
 
     /// Sets the mark of market `slot`. A mark that did not change costs nothing; one that did
-    /// starts a new epoch, stales the cached shares of the market's positions (see `valuation`)
-    /// and has the maintenance index look at the market again.
+    /// starts a new epoch (the cached shares of the market's positions, tagged with the mark they
+    /// were computed at, no longer match it; see `valuation`) and has the maintenance index look
+    /// at the market again.
     fn move_mark(&mut self, slot: usize, mark: Price) {
         if self.markets[slot].mark == Some(mark) {
             return;
@@ -512,7 +512,6 @@ impl Clearinghouse {
         self.new_epoch();
         let m = &mut self.markets[slot];
         m.mark = Some(mark);
-        m.marked_at = self.epoch;
         self.index.mark_moved(slot);
     }
 
@@ -845,9 +844,8 @@ impl Clearinghouse {
         let k = market.k;
         let order_notional = Money(notional(order.price, order.qty.0, k)?);
 
-        // Equity and initial margin (positions at mark plus every reservation) of the whole
-        // account, usually from the cache; then only the order's own market is re-valued.
-        let summary = self.summary_at(acc, None)?;
+        // Only the order's own market is re-valued here; the rest of the account is valued last,
+        // and only if the order adds to what the account must reserve.
         let target = self.accounts[acc].positions.iter().find(|p| p.slot as usize == slot);
         let target_reserved = match target {
             Some(p) => p.order_reservation(mark, k)?,
@@ -873,9 +871,8 @@ impl Clearinghouse {
             notional: side_orders.notional.checked_add(order_notional)?,
         };
         let (reserved_after, _) = reservation(size, buys, sells, mark, k, lev)?;
-        let available = summary.available()?;
         if reserved_after <= target_reserved {
-            return Ok(PreTrade::Accept { available_after: available });
+            return Ok(PreTrade::Accept);
         }
 
         let worst = match order.side {
@@ -898,13 +895,20 @@ impl Clearinghouse {
 
         let fee = market.config.taker_fee.of(order_notional, Rounding::Ceil)?.max(Money::ZERO);
         let extra = reserved_after.checked_sub(target_reserved)?.checked_add(fee)?;
-        let available_after = available.checked_sub(extra)?;
+        // A floor under available margin settles almost every order of a funded account without
+        // re-pricing its positions; an order near the edge gets the exact valuation (usually
+        // from the cache), which also gives the exact shortfall.
+        // (An error in the floor is left to the exact valuation to report.)
+        if matches!(self.available_floor(acc), Ok(floor) if floor >= i128::from(extra.0)) {
+            return Ok(PreTrade::Accept);
+        }
+        let available_after = self.summary_at(acc, None)?.available()?.checked_sub(extra)?;
         if available_after.is_negative() {
             return Ok(PreTrade::Reject(Rejection::InsufficientMargin {
                 shortfall: available_after.checked_neg()?,
             }));
         }
-        Ok(PreTrade::Accept { available_after })
+        Ok(PreTrade::Accept)
     }
 
     // ----- fills ---------------------------------------------------------------------------------
@@ -1187,12 +1191,63 @@ impl Clearinghouse {
     #[inline]
     pub(crate) fn share_of(&self, p: &Position) -> Result<Share, MarginError> {
         let m = &self.markets[p.slot as usize];
-        if let Some(share) = p.share.get(m.marked_at) {
+        let mark = m.mark()?;
+        if let Some(share) = p.share.get(mark) {
             return Ok(share);
         }
-        let share = Share::of(p, m.mark()?, m.k, m.config.basis, &m.config.tiers)?;
-        p.share.set(self.epoch, share);
+        let share = Share::of(p, mark, m.k, m.config.basis, &m.config.tiers)?;
+        p.share.set(mark, share);
         Ok(share)
+    }
+
+    /// A floor under account `acc`'s available margin (equity − initial margin) at the current
+    /// marks: exact from a current cached valuation; otherwise each position contributes its
+    /// cached share less the most that share can have drifted since its mark moved
+    /// ([`Share::drift`]), and only a position with no cached share at all is re-priced. When
+    /// nothing drifted the sum is the exact valuation, and it is cached as such.
+    ///
+    /// This is what lets the pre-trade check accept an order that fits with room to spare
+    /// without re-pricing every position of the account. The floor is never above the exact
+    /// value (the property test `available_floor_never_exceeds_available` checks it after random
+    /// changes and mark moves), so an order it accepts the exact check accepts too.
+    pub(crate) fn available_floor(&self, acc: usize) -> Result<i128, MarginError> {
+        let a = &self.accounts[acc];
+        if let Some(cached) = a.summary.get(self.epoch) {
+            return Ok(i128::from(cached.equity.0) - i128::from(cached.initial_margin.0));
+        }
+        let mut s = self.collateral_totals(a)?;
+        let mut drift: i128 = 0;
+        for p in &a.positions {
+            if p.is_idle() {
+                continue;
+            }
+            let m = &self.markets[p.slot as usize];
+            let mark = m.mark()?;
+            let share = match p.share.last() {
+                Some((at, share)) if at == mark => share,
+                Some((at, share)) => match Share::drift(p, m.k, at, mark) {
+                    Some(d) => {
+                        drift = drift.saturating_add(d);
+                        share
+                    }
+                    None => self.share_of(p)?,
+                },
+                None => self.share_of(p)?,
+            };
+            share.add_to(&mut s)?;
+        }
+        if drift == 0 {
+            // Every share was exact: this is the account's valuation.
+            debug_assert_eq!(Ok(s), self.summary_of(a, None), "stale share in {:?}", a.id);
+            a.summary.set(self.epoch, s);
+        }
+        let floor = (i128::from(s.equity.0) - i128::from(s.initial_margin.0)).saturating_sub(drift);
+        debug_assert!(
+            self.summary_of(a, None).map_or(true, |s| floor <= i128::from(s.equity.0 - s.initial_margin.0)),
+            "available floor of {:?} above its available margin",
+            a.id
+        );
+        Ok(floor)
     }
 
     /// Balance and haircut collateral of an account: the totals before any position is added.

@@ -439,8 +439,9 @@ impl Clearinghouse {
     /// balance and collateral exceed what all its cross positions together can lose, each at
     /// its worst price in range. Such an account needs no entry at all (and would only get
     /// false alarms from one). Most accounts of a venue are like this; the check costs one
-    /// maintenance lookup per position instead of two solves and a tree update. Accounts with
-    /// an open isolated position are left to the full evaluation.
+    /// maintenance lookup per changed position (the others' worst values are cached) instead of
+    /// two solves and a tree update. Accounts with an open isolated position are left to the
+    /// full evaluation.
     fn never_liquidatable(&self, acc: usize) -> Result<bool, MarginError> {
         let a = &self.accounts[acc];
         let mut worst = i128::from(a.balance.0);
@@ -455,17 +456,32 @@ impl Clearinghouse {
                 return Ok(false);
             }
             let m = &self.markets[p.slot as usize];
-            let solver = Solver {
-                size: p.size.0,
-                cost: p.cost.0,
-                k: m.k,
-                backing: 0,
-                other_maintenance: 0,
-                tiers: &m.config.tiers,
-                basis: m.config.basis,
-                max_price: m.config.max_price.0,
+            let solve = || {
+                Solver {
+                    size: p.size.0,
+                    cost: p.cost.0,
+                    k: m.k,
+                    backing: 0,
+                    other_maintenance: 0,
+                    tiers: &m.config.tiers,
+                    basis: m.config.basis,
+                    max_price: m.config.max_price.0,
+                }
+                .worst_surplus()
             };
-            worst += solver.worst_surplus()?;
+            // Mark-free, so cached until the position changes: a fill re-solves only the
+            // position it changed.
+            worst += match p.worst.get() {
+                Some(cached) => {
+                    debug_assert_eq!(solve().ok(), Some(cached), "stale worst surplus in {:?}", a.id);
+                    cached
+                }
+                None => {
+                    let surplus = solve()?;
+                    p.worst.set(surplus);
+                    surplus
+                }
+            };
         }
         Ok(worst > 0)
     }

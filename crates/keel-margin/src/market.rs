@@ -130,10 +130,6 @@ pub(crate) struct Market {
     pub(crate) last_funding_rate: Rate,
     /// When the next funding settles; set from the first time the market hears of.
     pub(crate) next_funding_ms: Option<u64>,
-    /// The clearinghouse's valuation epoch when the mark last moved: a position share cached
-    /// before it is stale (see `valuation`). Not state.
-    #[serde(skip)]
-    pub(crate) marked_at: u64,
 }
 
 impl Market {
@@ -150,7 +146,6 @@ impl Market {
             premiums: PremiumSamples::default(),
             last_funding_rate: Rate::ZERO,
             next_funding_ms: None,
-            marked_at: 0,
         })
     }
 

@@ -4,7 +4,7 @@
 use crate::market::MarginBasis;
 use crate::rate::{Divisor, mul_div};
 use crate::tier::RiskTiers;
-use crate::valuation::ShareCache;
+use crate::valuation::{ShareCache, WorstCache};
 use keel_types::{ArithmeticError, MarketId, Money, Price, Qty, Rounding, Side};
 
 /// Whether a position shares the account's equity or is fenced with its own margin.
@@ -51,6 +51,10 @@ pub struct Position {
     /// This position's share of the account's cross totals as last computed (see `valuation`).
     #[serde(skip)]
     pub(crate) share: ShareCache,
+    /// The least this position can add to its account's `equity − maintenance` at any mark, as
+    /// last computed (see `valuation`). Not state.
+    #[serde(skip)]
+    pub(crate) worst: WorstCache,
 }
 
 /// What one fill does to a position, computed before anything is changed.
@@ -94,6 +98,7 @@ impl Position {
             buys: OpenOrders::default(),
             sells: OpenOrders::default(),
             share: ShareCache::default(),
+            worst: WorstCache::default(),
         }
     }
 

@@ -9,10 +9,17 @@
 //! - [`SummaryCache`] on the account: the totals, tagged with the clearinghouse's valuation epoch.
 //!   Any price move starts a new epoch, so it answers only while nothing at all has moved — the
 //!   common case for an account that sends many orders between two marks (a market maker).
-//! - [`ShareCache`] on each position: its share, tagged with the epoch it was computed in. It
-//!   stays good until its own market's mark moves (the market records the epoch of its last move)
-//!   or the position changes. After one market's mark moves, re-valuing an account with ten
-//!   positions re-prices one of them and adds up the other nine.
+//! - [`ShareCache`] on each position: its share, tagged with the mark it was computed at. It is
+//!   exact while its market's mark stands there and the position does not change. After one
+//!   market's mark moves, re-valuing an account with ten positions re-prices one of them and adds
+//!   up the other nine.
+//!
+//! A share computed at another mark still bounds the share now: unrealized PnL, the initial
+//! margin of the position and the reservation of its orders all move by at most
+//! `k · |Δmark| · lots` (see [`Share::drift`]). That is what the pre-trade check's floor under
+//! available margin adds up (`Clearinghouse::available_floor`): an order that fits under the floor
+//! is accepted without re-pricing the account at all, which is almost every order of a funded
+//! account; only an order close to the edge pays for the exact valuation.
 //!
 //! Neither is state: equality ignores them, a clone and a snapshot start without them (so a what-if
 //! copy can never answer from the original's numbers), and debug builds check every answer against
@@ -59,6 +66,29 @@ impl Share {
         Ok(share)
     }
 
+    /// The most a share of `p` can have moved, as a contribution to available margin, since it
+    /// was computed at mark `from` with the mark now at `to`; `None` when the bound does not fit
+    /// in `i128` (the caller then re-prices).
+    ///
+    /// Unrealized PnL (`size·k·mark − cost`) moves by exactly `|size|·k·|Δmark|`. The initial
+    /// margin, `ceil(|size·k·mark| / leverage)` with leverage at least 1 (or on the entry basis
+    /// not at all), moves by at most as much: `|⌈a⌉ − ⌈b⌉| ≤ ⌈|a − b|⌉`. Each side's order
+    /// reservation is a mark-free initial margin plus an open loss `max(0, ±(notional − mark·q·k))`
+    /// over its opening quantity `q ≤` the side's open quantity, so it moves by at most
+    /// `q·k·|Δmark|`, and the larger of the two sides by at most the sum. Isolated positions count
+    /// only the reservation, which the same bound covers.
+    #[inline]
+    pub(crate) fn drift(p: &Position, k: i64, from: Price, to: Price) -> Option<i128> {
+        // Unsigned and range-checked rather than `checked_mul` on `i128`, which costs a call:
+        // this runs for every position of almost every order.
+        let lots = 2 * u128::from(p.size.0.unsigned_abs())
+            + u128::from(p.buys.qty.0.unsigned_abs())
+            + u128::from(p.sells.qty.0.unsigned_abs());
+        let per_lot = u128::from(to.0.abs_diff(from.0)) * u128::from(k.unsigned_abs());
+        // `lots < 2^66`, so below `2^61` per lot the product fits in `i128`.
+        (per_lot < 1 << 61).then(|| (per_lot * lots) as i128)
+    }
+
     /// Adds this share into account totals.
     #[inline]
     pub(crate) fn add_to(&self, s: &mut MarginSummary) -> Result<(), ArithmeticError> {
@@ -70,30 +100,70 @@ impl Share {
     }
 }
 
-/// A position's [`Share`] as last computed, with the valuation epoch it was computed in; epoch 0
-/// (never current: epochs start at 1) means none.
+/// A position's [`Share`] as last computed, with the mark it was computed at; mark 0 (never a
+/// price: prices are at least one tick) means none.
 #[derive(Default)]
-pub(crate) struct ShareCache(Cell<(u64, Share)>);
+pub(crate) struct ShareCache(Cell<(i64, Share)>);
 
 impl ShareCache {
-    /// The cached share, if it was computed no earlier than `marked_at`, the epoch in which the
-    /// position's market last moved.
+    /// The cached share, if it was computed at `mark`: a share is a function of the position and
+    /// its market's mark alone, so it is exact.
     #[inline]
-    pub(crate) fn get(&self, marked_at: u64) -> Option<Share> {
+    pub(crate) fn get(&self, mark: Price) -> Option<Share> {
         let (at, share) = self.0.get();
-        (at != 0 && at >= marked_at).then_some(share)
+        (at == mark.0).then_some(share)
     }
 
-    /// Remembers `share`, computed in `epoch`.
+    /// The cached share and the mark it was computed at, whatever the mark is now.
     #[inline]
-    pub(crate) fn set(&self, epoch: u64, share: Share) {
-        self.0.set((epoch, share));
+    pub(crate) fn last(&self) -> Option<(Price, Share)> {
+        let (at, share) = self.0.get();
+        (at != 0).then_some((Price(at), share))
+    }
+
+    /// Remembers `share`, computed at `mark`.
+    #[inline]
+    pub(crate) fn set(&self, mark: Price, share: Share) {
+        self.0.set((mark.0, share));
     }
 
     /// Forgets the cached share.
     #[inline]
     pub(crate) fn clear(&self) {
         self.0.set((0, Share::default()));
+    }
+}
+
+/// The least a cross position can ever add to its account's `equity − maintenance` (its value at
+/// its worst price in range: see `Solver::worst_surplus`), as last computed. It depends on the
+/// position's size and cost and its market's fixed parameters only, not on any mark, so it stays
+/// good until the position changes. `i64::MIN` means none (a value outside `i64` is not kept).
+pub(crate) struct WorstCache(Cell<i64>);
+
+impl Default for WorstCache {
+    fn default() -> WorstCache {
+        WorstCache(Cell::new(i64::MIN))
+    }
+}
+
+impl WorstCache {
+    /// The cached value, if any.
+    #[inline]
+    pub(crate) fn get(&self) -> Option<i128> {
+        let worst = self.0.get();
+        (worst != i64::MIN).then_some(i128::from(worst))
+    }
+
+    /// Remembers `worst`, if it fits.
+    #[inline]
+    pub(crate) fn set(&self, worst: i128) {
+        self.0.set(i64::try_from(worst).unwrap_or(i64::MIN));
+    }
+
+    /// Forgets the cached value.
+    #[inline]
+    pub(crate) fn clear(&self) {
+        self.0.set(i64::MIN);
     }
 }
 
@@ -151,3 +221,4 @@ macro_rules! not_state {
 
 not_state!(SummaryCache);
 not_state!(ShareCache);
+not_state!(WorstCache);

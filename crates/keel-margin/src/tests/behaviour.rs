@@ -108,8 +108,14 @@ fn pre_trade_check_reports_the_exact_shortfall() {
         b.ch.pre_trade_check(a, &order),
         Ok(PreTrade::Reject(Rejection::InsufficientMargin { shortfall: usd("0.5") }))
     );
-    b.ch.deposit(a, AssetId::SETTLEMENT, usd("0.5").0).unwrap();
-    assert_eq!(b.ch.pre_trade_check(a, &order), Ok(PreTrade::Accept { available_after: usd("0") }));
+    b.ch.deposit(a, AssetId::SETTLEMENT, usd("0.5").0 - 1).unwrap();
+    assert_eq!(
+        b.ch.pre_trade_check(a, &order),
+        Ok(PreTrade::Reject(Rejection::InsufficientMargin { shortfall: Money(1) }))
+    );
+    // Exactly enough is enough.
+    b.ch.deposit(a, AssetId::SETTLEMENT, 1).unwrap();
+    assert_eq!(b.ch.pre_trade_check(a, &order), Ok(PreTrade::Accept));
     // A buy above mark also reserves its open loss: 0.1 × (10,100 − 10,000) = 10, IM 101, fee 0.505.
     let above = intent(&b, Side::Buy, "0.1", "10100");
     assert_eq!(
@@ -127,7 +133,7 @@ fn reducing_orders_pass_even_when_the_account_is_under_water() {
     b.mark(BTC, "9000"); // −100 of PnL: equity is negative
     assert!(b.ch.margin_summary(a).unwrap().available().unwrap().is_negative());
     let close = intent(&b, Side::Sell, "0.1", "9000");
-    assert!(matches!(b.ch.pre_trade_check(a, &close), Ok(PreTrade::Accept { .. })));
+    assert_eq!(b.ch.pre_trade_check(a, &close), Ok(PreTrade::Accept));
     let flip = intent(&b, Side::Sell, "0.2", "9000");
     assert!(matches!(
         b.ch.pre_trade_check(a, &flip),
