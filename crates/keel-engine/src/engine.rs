@@ -363,6 +363,16 @@ impl Engine {
         }
     }
 
+    /// Refuses to trade a market where the account's margin is waiting to be liquidated (see
+    /// [`Liquidator::in_liquidation`]). Cancels stay allowed: the liquidation cancels the orders
+    /// anyway.
+    fn require_not_in_liquidation(&self, account: AccountId, market: MarketId) -> Result<(), EngineError> {
+        match self.liquidator.in_liquidation(&self.clearinghouse, account, market) {
+            Some(target) => Err(EngineError::InLiquidation { account, target }),
+            None => Ok(()),
+        }
+    }
+
     fn create_market(&mut self, spec: &MarketSpec, out: &mut Vec<Event>) -> Result<(), EngineError> {
         let id = spec.margin.id;
         if self.market_index(id).is_ok() {
@@ -385,6 +395,7 @@ impl Engine {
     fn place(&mut self, order: &PlaceOrder, out: &mut Vec<Event>) -> Result<(), EngineError> {
         let index = self.market_index(order.market)?;
         self.require_account(order.account)?;
+        self.require_not_in_liquidation(order.account, order.market)?;
         let new = NewOrder {
             id: OrderId(self.next_order_id),
             account: order.account,
@@ -456,6 +467,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let index = self.market_index(market)?;
         self.require_account(account)?;
+        self.require_not_in_liquidation(account, market)?;
         let Some(current) = self.markets[index].book.order(amend.id).filter(|o| o.account == account) else {
             return Err(EngineError::UnknownOrder(amend.id));
         };

@@ -1,6 +1,6 @@
 //! Why the engine refused a command.
 
-use keel_margin::{MarginError, Rejection};
+use keel_margin::{LiquidationTarget, MarginError, Rejection};
 use keel_types::{AccountId, MarketId, OrderId, Qty, RejectReason};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -33,6 +33,15 @@ pub enum EngineError {
         qty: Qty,
         /// The account's signed position.
         position: Qty,
+    },
+    /// The account's margin in this market is being liquidated (its liquidation waits in the
+    /// queue): it may not trade there until the liquidation is done.
+    #[error("account {account} is being liquidated ({}): no orders until the liquidation is done", describe_target(.target))]
+    InLiquidation {
+        /// The account.
+        account: AccountId,
+        /// Its cross pool or the isolated position being liquidated.
+        target: LiquidationTarget,
     },
     /// The margin system refused the operation.
     #[error("{0}")]
@@ -68,6 +77,14 @@ fn describe_rejection(rejection: &Rejection) -> String {
     }
 }
 
+/// A liquidation target in an operator's words.
+fn describe_target(target: &LiquidationTarget) -> String {
+    match target {
+        LiquidationTarget::Cross => "cross margin".to_string(),
+        LiquidationTarget::Isolated(market) => format!("isolated position in market {market}"),
+    }
+}
+
 /// A stable, machine-readable code for each kind of [`EngineError`], for wire protocols and logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ErrorCode {
@@ -89,6 +106,8 @@ pub enum ErrorCode {
     MarginSystem,
     /// [`EngineError::Liquidation`].
     Liquidation,
+    /// [`EngineError::InLiquidation`].
+    InLiquidation,
 }
 
 impl EngineError {
@@ -102,6 +121,7 @@ impl EngineError {
             EngineError::Book(reason) => ErrorCode::Book(*reason),
             EngineError::Margin(_) => ErrorCode::InsufficientMargin,
             EngineError::ReduceOnly { .. } => ErrorCode::ReduceOnly,
+            EngineError::InLiquidation { .. } => ErrorCode::InLiquidation,
             EngineError::MarginSystem(_) => ErrorCode::MarginSystem,
             EngineError::Liquidation(_) => ErrorCode::Liquidation,
         }

@@ -287,3 +287,44 @@ fn a_book_too_thin_to_sample_uses_up_its_window() {
     assert_eq!(every[0], 10_000, "{every:?}");
     assert!(every[1] > 10_000, "{every:?}");
 }
+
+#[test]
+fn an_account_waiting_to_be_liquidated_may_not_trade_the_market() {
+    use keel_liquidation::{LiquidationConfig, LiquidationEvent, Throttle};
+    use keel_margin::LiquidationTarget;
+    // A throttle too tight to close anything keeps a liquidation waiting in the queue.
+    let throttle = Throttle { slice_ms: 1_000, max_notional: Money(1) };
+    let mut h = Harness {
+        engine: Engine::with_liquidation(LiquidationConfig {
+            throttle: Some(throttle),
+            ..LiquidationConfig::default()
+        }),
+        seq: 0,
+    };
+    let carol = AccountId(3);
+    h.ok(Command::CreateMarket(Box::new(presets::btc_perp(BTC.0))));
+    for (account, usd) in [(ALICE, 100_000), (BOB, 100_000), (carol, 1_000)] {
+        h.ok(Command::OpenAccount { account });
+        h.ok(Command::Deposit { account, asset: AssetId::SETTLEMENT, amount: usd * Money::SCALE });
+    }
+    h.ok(Command::IndexPrice { market: BTC, price: Price(650_000) });
+    // Carol buys 0.2 BTC at 65,000 (13,000 of notional on 1,000): 7 % lower she is under water.
+    h.limit(BOB, Side::Sell, 650_000, 200);
+    h.limit(carol, Side::Buy, 650_000, 200);
+    let events = h.ok(Command::IndexPrice { market: BTC, price: Price(600_000) });
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::Liquidation(LiquidationEvent::Waiting { account, target: LiquidationTarget::Cross }) if *account == carol
+        )),
+        "{events:?}"
+    );
+
+    // Carol may neither add to nor close her position while it waits; Alice trades on.
+    for side in [Side::Buy, Side::Sell] {
+        let place = Command::Place(order(carol, side, OrderKind::Limit { price: Price(600_000) }, 1));
+        assert_eq!(h.refused(place), ErrorCode::InLiquidation);
+    }
+    h.limit(ALICE, Side::Buy, 590_000, 1);
+    assert!(h.position(carol) > 0, "the throttle holds the liquidation back");
+}

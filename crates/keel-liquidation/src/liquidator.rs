@@ -199,6 +199,31 @@ impl Liquidator {
         self.queue.iter()
     }
 
+    /// The queued liquidation that `account`'s margin in `market` belongs to, if any: its
+    /// isolated position there, or its cross pool when it trades `market` on cross margin.
+    ///
+    /// While a target waits in the queue (a throttle holds it back) the account may not trade
+    /// it: an order could close a position under water at a loss beyond its margin and leave a
+    /// deficit no liquidation would cover, or add exposure to an account already below
+    /// maintenance. Binance likewise refuses orders from an account in liquidation. Cheap when
+    /// the queue is empty, as it is almost always.
+    pub fn in_liquidation(
+        &self,
+        ch: &Clearinghouse,
+        account: AccountId,
+        market: MarketId,
+    ) -> Option<LiquidationTarget> {
+        if self.queued.is_empty() {
+            return None;
+        }
+        let isolated = ch
+            .account(account)
+            .and_then(|a| a.position(market))
+            .is_some_and(|p| p.mode() == MarginMode::Isolated);
+        let target = if isolated { LiquidationTarget::Isolated(market) } else { LiquidationTarget::Cross };
+        self.queued.contains_key(&(account, target)).then_some(target)
+    }
+
     /// The ADL ranking (as of its last update).
     pub fn adl_ranking(&self) -> &AdlRanking {
         &self.adl

@@ -42,6 +42,10 @@ fn trader() -> impl Strategy<Value = Trader> {
 }
 
 fn place(w: &mut World, market: u32, account: AccountId, side: Side, price: i64, qty: i64, ioc: bool) {
+    // As the engine does: no trading where the account waits to be liquidated.
+    if w.liq.in_liquidation(&w.ch, account, MarketId(market)).is_some() {
+        return;
+    }
     let intent = OrderIntent { market: MarketId(market), side, qty: Qty(qty), price: Price(price) };
     match w.ch.pre_trade_check(account, &intent) {
         Ok(PreTrade::Accept) => {}

@@ -181,6 +181,7 @@ fn every_server_message() -> Vec<ServerMessage> {
             ErrorCode::ReduceOnly,
             ErrorCode::MarginSystem,
             ErrorCode::Liquidation,
+            ErrorCode::InLiquidation,
         ]
         .map(RejectCode::Engine),
     );
