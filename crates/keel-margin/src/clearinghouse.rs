@@ -524,12 +524,20 @@ impl Clearinghouse {
 
     /// Position index in the account, inserting a flat one with the market's default leverage.
     fn position_or_insert(&mut self, acc: usize, slot: usize) -> usize {
-        let slot32 = slot as u32;
-        if let Some(i) = self.accounts[acc].position_index(slot32) {
+        let existing = self.accounts[acc].position_index(slot as u32);
+        self.position_at_or_insert(acc, slot, existing)
+    }
+
+    /// `existing`, the position's index as the caller just found it, or else the index of a
+    /// flat position inserted with the market's default leverage: the hot paths look the
+    /// position up once, before they know whether what they book succeeds.
+    #[inline]
+    fn position_at_or_insert(&mut self, acc: usize, slot: usize, existing: Option<usize>) -> usize {
+        if let Some(i) = existing {
             return i;
         }
         let m = &self.markets[slot];
-        let p = Position::new(m.config.id, slot32, m.config.default_leverage);
+        let p = Position::new(m.config.id, slot as u32, m.config.default_leverage);
         self.accounts[acc].positions.push(p);
         self.accounts[acc].positions.len() - 1
     }
@@ -784,7 +792,8 @@ impl Clearinghouse {
         }
         m.check_price(price)?;
         let n = Money(notional(price, qty.0, m.k)?);
-        let current = match self.accounts[acc].position_index(slot as u32) {
+        let existing = self.accounts[acc].position_index(slot as u32);
+        let current = match existing {
             Some(i) => {
                 let p = &self.accounts[acc].positions[i];
                 if side == Side::Buy { p.buys } else { p.sells }
@@ -793,7 +802,7 @@ impl Clearinghouse {
         };
         let updated =
             OpenOrders { qty: current.qty.checked_add(qty)?, notional: current.notional.checked_add(n)? };
-        let idx = self.position_or_insert(acc, slot);
+        let idx = self.position_at_or_insert(acc, slot, existing);
         let p = self.accounts[acc].position_mut(idx);
         match side {
             Side::Buy => p.buys = updated,
@@ -971,7 +980,7 @@ impl Clearinghouse {
         let realized_total = p.realized_pnl.checked_add(effect.realized)?;
         let fees_total = p.fees_paid.checked_add(fee)?;
 
-        let idx = self.position_or_insert(acc, slot);
+        let idx = self.position_at_or_insert(acc, slot, existing);
         let a = &mut self.accounts[acc];
         a.balance = balance;
         let p = a.position_mut(idx);
@@ -1215,7 +1224,8 @@ impl Clearinghouse {
         if let Some(cached) = a.summary.get(self.epoch) {
             return Ok(i128::from(cached.equity.0) - i128::from(cached.initial_margin.0));
         }
-        let mut s = self.collateral_totals(a)?;
+        // Plain sums in `i128` (no position's share is near that range), the drift apart.
+        let mut available = i128::from(self.collateral_totals(a)?.equity.0);
         let mut drift: i128 = 0;
         for p in &a.positions {
             if p.is_idle() {
@@ -1234,14 +1244,17 @@ impl Clearinghouse {
                 },
                 None => self.share_of(p)?,
             };
-            share.add_to(&mut s)?;
+            available += i128::from(share.upnl.0) - i128::from(share.initial.0);
         }
         if drift == 0 {
-            // Every share was exact: this is the account's valuation.
-            debug_assert_eq!(Ok(s), self.summary_of(a, None), "stale share in {:?}", a.id);
-            a.summary.set(self.epoch, s);
+            // Every share was exact, so their totals are the account's valuation: cached, the
+            // account's next check (an account quoting between two marks) costs nothing.
+            // `summary_at` adds up the shares just cached.
+            return self
+                .summary_at(acc, None)
+                .map(|s| i128::from(s.equity.0) - i128::from(s.initial_margin.0));
         }
-        let floor = (i128::from(s.equity.0) - i128::from(s.initial_margin.0)).saturating_sub(drift);
+        let floor = available.saturating_sub(drift);
         debug_assert!(
             self.summary_of(a, None).map_or(true, |s| floor <= i128::from(s.equity.0 - s.initial_margin.0)),
             "available floor of {:?} above its available margin",
