@@ -182,6 +182,15 @@ impl Engine {
         }
     }
 
+    /// Starts loading, all at once, what `command` will touch: for a command that nothing
+    /// prefetched, because it is the first of a batch or reached an idle engine. Its three
+    /// stages (see [`Engine::prefetch`]) still wait on one another, but the book's loads overlap
+    /// the clearinghouse's instead of following them. Changes nothing.
+    #[inline]
+    pub fn prefetch_now(&self, command: &Command) {
+        self.prefetch([Some(command); 3]);
+    }
+
     /// The margin state (accounts, positions, marks).
     pub fn clearinghouse(&self) -> &Clearinghouse {
         &self.clearinghouse

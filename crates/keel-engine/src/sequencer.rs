@@ -517,6 +517,9 @@ fn run(
         }
         // Journal first, then apply: a command is in the journal before it has any effect.
         outcomes.clear();
+        if let Some((_, first)) = batch.first() {
+            engine.prefetch_now(&first.command);
+        }
         for (i, (tag, command)) in batch.iter().enumerate() {
             // The batch is known: start loading the next commands' accounts now.
             let upcoming = |k: usize| batch.get(k).map(|(_, c)| &c.command);
