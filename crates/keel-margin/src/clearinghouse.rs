@@ -906,8 +906,8 @@ impl Clearinghouse {
         let extra = reserved_after.checked_sub(target_reserved)?.checked_add(fee)?;
         // A floor under available margin settles almost every order of a funded account without
         // re-pricing its positions; an order near the edge gets the exact valuation (usually
-        // from the cache), which also gives the exact shortfall.
-        // (An error in the floor is left to the exact valuation to report.)
+        // from the cache), which also gives the exact shortfall. An error in the floor is left
+        // for the exact valuation to report.
         if matches!(self.available_floor(acc), Ok(floor) if floor >= i128::from(extra.0)) {
             return Ok(PreTrade::Accept);
         }

@@ -21,10 +21,14 @@
 //! is accepted without re-pricing the account at all, which is almost every order of a funded
 //! account; only an order close to the edge pays for the exact valuation.
 //!
-//! Neither is state: equality ignores them, a clone and a snapshot start without them (so a what-if
-//! copy can never answer from the original's numbers), and debug builds check every answer against
-//! a fresh valuation. Every mutable access to a position goes through `Account::position_mut`,
-//! which forgets both.
+//! A third cache, [`WorstCache`], keeps each position's least possible contribution to
+//! `equity − maintenance`, which no mark changes: the maintenance index's test for accounts no
+//! mark can liquidate adds these up instead of solving every position after every fill.
+//!
+//! None of them is state: equality ignores them, a clone and a snapshot start without them (so a
+//! what-if copy can never answer from the original's numbers), and debug builds check every answer
+//! against a fresh computation. Every mutable access to a position goes through
+//! `Account::position_mut`, which forgets the position's caches and its account's totals.
 
 use crate::clearinghouse::MarginSummary;
 use crate::market::MarginBasis;
