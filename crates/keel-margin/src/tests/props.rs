@@ -400,6 +400,52 @@ fn step_strategy() -> impl Strategy<Value = Step> {
     ]
 }
 
+/// Two accounts of 5,000 each in the three markets, every mark at 1,000,000 ticks.
+fn two_funded_accounts() -> (Bench, [AccountId; 2]) {
+    let mut b = Bench::new(markets());
+    let accounts = [AccountId(1), AccountId(2)];
+    for &a in &accounts {
+        b.ch.open_account(a).unwrap();
+        b.ch.deposit(a, AssetId::SETTLEMENT, 5_000_000_000).unwrap();
+    }
+    for m in 1..=3 {
+        b.ch.set_mark_price(MarketId(m), Price(1_000_000)).unwrap();
+    }
+    (b, accounts)
+}
+
+/// Applies one generated change; a change the clearinghouse refuses changes nothing.
+fn apply_step(ch: &mut Clearinghouse, accounts: &[AccountId; 2], step: Step) {
+    let _ = match step {
+        Step::Deposit(a, x) => ch.deposit(accounts[a as usize], AssetId::SETTLEMENT, x),
+        Step::Withdraw(a, x) => ch.withdraw(accounts[a as usize], AssetId::SETTLEMENT, x),
+        Step::Order(a, m, buy, q, p) => {
+            ch.add_open_order(accounts[a as usize], MarketId(m), side_of(buy), Qty(q), Price(p))
+        }
+        Step::Unorder(a, m, buy, q, p) => {
+            ch.remove_open_order(accounts[a as usize], MarketId(m), side_of(buy), Qty(q), Price(p))
+        }
+        Step::Fill(a, m, buy, q, p, maker) => ch
+            .apply_fill(&Fill {
+                account: accounts[a as usize],
+                market: MarketId(m),
+                side: side_of(buy),
+                qty: Qty(q),
+                price: Price(p),
+                liquidity: if maker { Liquidity::Maker } else { Liquidity::Taker },
+            })
+            .map(|_| ()),
+        Step::Mark(m, p) => ch.set_mark_price(MarketId(m), Price(p)),
+        Step::Leverage(a, m, l) => ch.set_leverage(accounts[a as usize], MarketId(m), l),
+        Step::Isolate(a, m, isolated) => ch.set_margin_mode(
+            accounts[a as usize],
+            MarketId(m),
+            if isolated { MarginMode::Isolated } else { MarginMode::Cross },
+        ),
+        Step::AddIsolated(a, m, x) => ch.add_isolated_margin(accounts[a as usize], MarketId(m), Money(x)),
+    };
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
@@ -408,47 +454,9 @@ proptest! {
     /// are empty (a clone starts without them), asked twice so the second answer is a cache hit.
     #[test]
     fn cached_valuations_answer_like_fresh_ones(steps in proptest::collection::vec(step_strategy(), 1..60)) {
-        let mut b = Bench::new(markets());
-        let accounts = [AccountId(1), AccountId(2)];
-        for &a in &accounts {
-            b.ch.open_account(a).unwrap();
-            b.ch.deposit(a, AssetId::SETTLEMENT, 5_000_000_000).unwrap();
-        }
-        for m in 1..=3 {
-            b.ch.set_mark_price(MarketId(m), Price(1_000_000)).unwrap();
-        }
+        let (mut b, accounts) = two_funded_accounts();
         for step in steps {
-            let ch = &mut b.ch;
-            let _ = match step {
-                Step::Deposit(a, x) => ch.deposit(accounts[a as usize], AssetId::SETTLEMENT, x),
-                Step::Withdraw(a, x) => ch.withdraw(accounts[a as usize], AssetId::SETTLEMENT, x),
-                Step::Order(a, m, buy, q, p) => {
-                    ch.add_open_order(accounts[a as usize], MarketId(m), side_of(buy), Qty(q), Price(p))
-                }
-                Step::Unorder(a, m, buy, q, p) => {
-                    ch.remove_open_order(accounts[a as usize], MarketId(m), side_of(buy), Qty(q), Price(p))
-                }
-                Step::Fill(a, m, buy, q, p, maker) => ch
-                    .apply_fill(&Fill {
-                        account: accounts[a as usize],
-                        market: MarketId(m),
-                        side: side_of(buy),
-                        qty: Qty(q),
-                        price: Price(p),
-                        liquidity: if maker { Liquidity::Maker } else { Liquidity::Taker },
-                    })
-                    .map(|_| ()),
-                Step::Mark(m, p) => ch.set_mark_price(MarketId(m), Price(p)),
-                Step::Leverage(a, m, l) => ch.set_leverage(accounts[a as usize], MarketId(m), l),
-                Step::Isolate(a, m, isolated) => ch.set_margin_mode(
-                    accounts[a as usize],
-                    MarketId(m),
-                    if isolated { MarginMode::Isolated } else { MarginMode::Cross },
-                ),
-                Step::AddIsolated(a, m, x) => {
-                    ch.add_isolated_margin(accounts[a as usize], MarketId(m), Money(x))
-                }
-            };
+            apply_step(&mut b.ch, &accounts, step);
             let fresh = b.ch.clone();
             for &a in &accounts {
                 for m in 1..=3 {
@@ -464,10 +472,6 @@ proptest! {
             }
         }
     }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
 
     /// The pre-trade check's floor under available margin is sound and tight: after every kind
     /// of change, with position shares cached at marks that have moved since, it is never above
@@ -475,47 +479,9 @@ proptest! {
     /// once the account has been valued at the current marks it equals it.
     #[test]
     fn available_floor_never_exceeds_available(steps in proptest::collection::vec(step_strategy(), 1..60)) {
-        let mut b = Bench::new(markets());
-        let accounts = [AccountId(1), AccountId(2)];
-        for &a in &accounts {
-            b.ch.open_account(a).unwrap();
-            b.ch.deposit(a, AssetId::SETTLEMENT, 5_000_000_000).unwrap();
-        }
-        for m in 1..=3 {
-            b.ch.set_mark_price(MarketId(m), Price(1_000_000)).unwrap();
-        }
+        let (mut b, accounts) = two_funded_accounts();
         for step in steps {
-            let ch = &mut b.ch;
-            let _ = match step {
-                Step::Deposit(a, x) => ch.deposit(accounts[a as usize], AssetId::SETTLEMENT, x),
-                Step::Withdraw(a, x) => ch.withdraw(accounts[a as usize], AssetId::SETTLEMENT, x),
-                Step::Order(a, m, buy, q, p) => {
-                    ch.add_open_order(accounts[a as usize], MarketId(m), side_of(buy), Qty(q), Price(p))
-                }
-                Step::Unorder(a, m, buy, q, p) => {
-                    ch.remove_open_order(accounts[a as usize], MarketId(m), side_of(buy), Qty(q), Price(p))
-                }
-                Step::Fill(a, m, buy, q, p, maker) => ch
-                    .apply_fill(&Fill {
-                        account: accounts[a as usize],
-                        market: MarketId(m),
-                        side: side_of(buy),
-                        qty: Qty(q),
-                        price: Price(p),
-                        liquidity: if maker { Liquidity::Maker } else { Liquidity::Taker },
-                    })
-                    .map(|_| ()),
-                Step::Mark(m, p) => ch.set_mark_price(MarketId(m), Price(p)),
-                Step::Leverage(a, m, l) => ch.set_leverage(accounts[a as usize], MarketId(m), l),
-                Step::Isolate(a, m, isolated) => ch.set_margin_mode(
-                    accounts[a as usize],
-                    MarketId(m),
-                    if isolated { MarginMode::Isolated } else { MarginMode::Cross },
-                ),
-                Step::AddIsolated(a, m, x) => {
-                    ch.add_isolated_margin(accounts[a as usize], MarketId(m), Money(x))
-                }
-            };
+            apply_step(&mut b.ch, &accounts, step);
             for (acc, &a) in accounts.iter().enumerate() {
                 let exact = b.ch.clone().margin_summary(a).unwrap();
                 let exact = i128::from(exact.equity.0) - i128::from(exact.initial_margin.0);
