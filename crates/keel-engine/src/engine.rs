@@ -152,12 +152,13 @@ impl Engine {
     ///
     /// A caller that holds a batch calls this before applying command `i`, with `ahead` =
     /// commands `i + 1`, `i + 2` and `i + 3` (`None` past the end). Each account is loaded in
-    /// three stages, one per command, each stage reading what the one before brought in: the
-    /// slot of `i + 3`'s account, the record of `i + 2`'s, the positions of `i + 1`'s. An order
-    /// command's account is also loaded in its market's book: its slot there with `i + 3`, its
-    /// order list with `i + 2`. Each command then finds its account in the cache instead of
-    /// waiting for memory several times in a row. Changes nothing and is never needed for a
-    /// correct result.
+    /// stages, one per command, each stage reading what the one before brought in: the slot of
+    /// `i + 3`'s account and the recorded address of its positions, then the record and the
+    /// positions of `i + 2`'s. (The positions of an account without a recorded address are
+    /// loaded through its record with `i + 1`.) An order command's account is also loaded in
+    /// its market's book: its slot there with `i + 3`, its order list with `i + 2`. Each command
+    /// then finds its account in the cache instead of waiting for memory several times in a
+    /// row. Changes nothing and is never needed for a correct result.
     #[inline]
     pub fn prefetch(&self, ahead: [Option<&Command>; 3]) {
         let account = |k: usize| ahead[k].and_then(Command::trading_account);
@@ -171,11 +172,14 @@ impl Engine {
         if let Some((book, account)) = book(2) {
             book.prefetch_account_slot(account);
         }
-        if let Some(account) = account(1) {
-            self.clearinghouse.prefetch_account(account);
-        }
+        // The book's stage first: it reads a slot that is usually cached, and a read that misses
+        // the first-level cache waits behind the clearinghouse's many prefetches still on their
+        // way from memory when it comes after them.
         if let Some((book, account)) = book(1) {
             book.prefetch_account_orders(account);
+        }
+        if let Some(account) = account(1) {
+            self.clearinghouse.prefetch_account(account);
         }
         if let Some(account) = account(0) {
             self.clearinghouse.prefetch_positions(account);

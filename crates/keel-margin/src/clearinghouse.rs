@@ -3,6 +3,7 @@
 use crate::MarginError;
 use crate::collateral::{Asset, AssetConfig, AssetId};
 use crate::funding::{FundingNotional, FundingSettlement, distribute_funding, funding_rate, premium_index};
+use crate::hints::PositionHints;
 use crate::liquidation::Solver;
 use crate::maintenance::MaintenanceIndex;
 use crate::mark::{MarkInputs, mark_price};
@@ -223,6 +224,9 @@ pub struct Clearinghouse {
     pub(crate) accounts: Vec<Account>,
     #[serde(skip)]
     account_slots: AccountSlots,
+    /// Where each account's positions are, by id, for prefetching (see `hints.rs`). Not state.
+    #[serde(skip)]
+    hints: PositionHints,
     pub(crate) fees_collected: Money,
     pub(crate) net_deposits: i128,
     /// Settlement money moved into accounts from pools outside the clearinghouse (the insurance
@@ -252,6 +256,7 @@ impl From<StoredClearinghouse> for Clearinghouse {
     fn from(s: StoredClearinghouse) -> Clearinghouse {
         let market_slots = s.markets.iter().enumerate().map(|(i, m)| (m.config.id, i as u32)).collect();
         let account_slots = s.accounts.iter().enumerate().map(|(i, a)| (a.id, i as u32)).collect();
+        let hints = PositionHints::of(&s.accounts);
         let mut index = s.index;
         index.rescan_all();
         Clearinghouse {
@@ -260,6 +265,7 @@ impl From<StoredClearinghouse> for Clearinghouse {
             market_slots,
             accounts: s.accounts,
             account_slots,
+            hints,
             fees_collected: s.fees_collected,
             net_deposits: s.net_deposits,
             external_net: s.external_net,
@@ -291,6 +297,7 @@ impl Clearinghouse {
             market_slots: IdMap::default(),
             accounts: Vec::new(),
             account_slots: AccountSlots::default(),
+            hints: PositionHints::default(),
             fees_collected: Money::ZERO,
             net_deposits: 0,
             external_net: 0,
@@ -378,6 +385,7 @@ impl Clearinghouse {
             summary: SummaryCache::default(),
         });
         self.account_slots.insert(id, slot);
+        self.hints.record(id, &[]);
         self.index.add_account();
         Ok(())
     }
@@ -387,32 +395,51 @@ impl Clearinghouse {
         self.account_slots.get(id).map(|i| &self.accounts[i as usize])
     }
 
-    /// Starts loading where account `id`'s slot is recorded, the first load of every lookup of
-    /// the account; [`Clearinghouse::prefetch_account`] reads it a little later.
+    /// Starts loading where account `id`'s slot and the address of its positions are recorded,
+    /// the first loads of every lookup of the account; [`Clearinghouse::prefetch_account`]
+    /// reads them a little later.
     #[inline]
     pub fn prefetch_slot(&self, id: AccountId) {
         self.account_slots.prefetch(id);
+        self.hints.prefetch_hint(id);
     }
 
-    /// Starts loading account `id`'s record into the cache, for a command that will need it
-    /// soon (see [`keel_types::prefetch`]). Reads the account's slot, so it pays when
-    /// [`Clearinghouse::prefetch_slot`] ran for the same account a little earlier. Cheap, and a
-    /// no-op for an unknown account.
+    /// Starts loading account `id`'s record and positions into the cache, for a command that
+    /// will need them soon (see [`keel_types::prefetch`]). Reads the account's slot and the
+    /// positions' recorded address, so it pays when [`Clearinghouse::prefetch_slot`] ran for
+    /// the same account a little earlier. Cheap, and a no-op for an unknown account.
     #[inline]
     pub fn prefetch_account(&self, id: AccountId) {
         if let Some(i) = self.account_slots.get(id) {
             let record = self.accounts.as_ptr().wrapping_add(i as usize);
             keel_types::prefetch_bytes(record, std::mem::size_of::<Account>(), 2);
             self.index.prefetch(i as usize);
+            self.hints.prefetch_positions(id);
         }
     }
 
-    /// Starts loading account `id`'s positions into the cache. Reads the account record, so it
-    /// pays when [`Clearinghouse::prefetch_account`] ran for the same account a little earlier.
-    /// Up to 16 lines: the positions of an account in seven markets, every one of which a
-    /// margin check reads.
+    /// True when the recorded address of account `id`'s positions is where they are (or there
+    /// is none to record): every move of the positions updated it.
+    #[cfg(test)]
+    pub(crate) fn position_hint_is_current(&self, id: AccountId) -> bool {
+        let Some(a) = self.account(id) else { return false };
+        let expected = (!a.positions.is_empty())
+            .then(|| (a.positions.as_ptr() as usize, std::mem::size_of_val(a.positions.as_slice())));
+        // Both the hints kept up as the positions moved and those a restore builds afresh.
+        self.hints.location(id) == expected && PositionHints::of(&self.accounts).location(id) == expected
+    }
+
+    /// Starts loading account `id`'s positions into the cache through its record, for an
+    /// account whose positions' address is not recorded by id (a clone's, or an id beyond the
+    /// recorded range; for the others [`Clearinghouse::prefetch_account`] did it already).
+    /// Reads the account record, so it pays when [`Clearinghouse::prefetch_account`] ran for
+    /// the same account a little earlier. Up to 16 lines: the positions of an account in seven
+    /// markets, every one of which a margin check reads.
     #[inline]
     pub fn prefetch_positions(&self, id: AccountId) {
+        if self.hints.covers(id) {
+            return;
+        }
         if let Some(a) = self.account(id) {
             let bytes = std::mem::size_of_val(a.positions.as_slice());
             keel_types::prefetch_bytes(a.positions.as_ptr(), bytes, 16);
@@ -538,8 +565,11 @@ impl Clearinghouse {
         }
         let m = &self.markets[slot];
         let p = Position::new(m.config.id, slot as u32, m.config.default_leverage);
-        self.accounts[acc].positions.push(p);
-        self.accounts[acc].positions.len() - 1
+        let a = &mut self.accounts[acc];
+        a.positions.push(p);
+        // The push may have moved the positions.
+        self.hints.record(a.id, &a.positions);
+        a.positions.len() - 1
     }
 
     // ----- deposits and withdrawals ----------------------------------------------------------
@@ -614,6 +644,8 @@ impl Clearinghouse {
                 Ok(())
             }
             Err(e) => {
+                // The copy's positions live elsewhere.
+                self.hints.record(before.id, &before.positions);
                 self.accounts[acc] = before;
                 Err(e)
             }
@@ -637,7 +669,9 @@ impl Clearinghouse {
         let idx = self.position_or_insert(acc, slot);
         let result = self.try_set_leverage(acc, slot, idx, leverage);
         if result.is_err() && inserted {
-            self.accounts[acc].positions.pop();
+            let a = &mut self.accounts[acc];
+            a.positions.pop();
+            self.hints.record(a.id, &a.positions);
         }
         result
     }

@@ -19,6 +19,7 @@ mod clearinghouse;
 mod collateral;
 mod error;
 mod funding;
+mod hints;
 mod liquidation;
 mod maintenance;
 mod mark;

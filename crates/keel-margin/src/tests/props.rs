@@ -469,6 +469,8 @@ proptest! {
                 let expected = fresh.clone().margin_summary(a);
                 prop_assert_eq!(&b.ch.margin_summary(a), &expected);
                 prop_assert_eq!(&b.ch.margin_summary(a), &expected);
+                // The prefetch address of the account's positions followed every move.
+                prop_assert!(b.ch.position_hint_is_current(a));
             }
         }
     }
