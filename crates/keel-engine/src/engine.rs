@@ -421,8 +421,8 @@ impl Engine {
         };
         // The book's own rules first (quantity, prices, time in force), then the account's.
         self.markets[index].book.check(&new).map_err(EngineError::Book)?;
-        let position = self.position(order.account, order.market);
         if order.reduce_only {
+            let position = self.position(order.account, order.market);
             let reduces = position.0.signum() == -order.side.sign() && order.qty.0 <= position.0.abs();
             if !reduces {
                 return Err(EngineError::ReduceOnly { qty: order.qty, position });
