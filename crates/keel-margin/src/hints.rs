@@ -4,9 +4,9 @@
 //! Loading a cold account is a chain of dependent loads: its slot (found by id), its record
 //! (found by slot), then its positions (found through the record's pointer). Each load waits for
 //! the one before it, and on an account the cache has not seen for a while each one is a trip
-//! to memory. [`PositionHints`] records the positions' address by id, next to the slot, so the
-//! slot and the address are read together and then the record and the positions together: one
-//! trip to memory fewer before a command's account is in the cache.
+//! to memory. [`PositionHints`] records the positions' address by id, as the slot is recorded,
+//! so the slot and the address are read side by side and then the record and the positions side
+//! by side: one trip to memory fewer before a command's account is in the cache.
 //!
 //! A hint is only ever used as a prefetch address, never read through: a stale or missing hint
 //! costs a wasted prefetch or a missed one, never a wrong result.
