@@ -29,7 +29,7 @@ mod stops;
 #[cfg(test)]
 mod tests;
 
-pub use book::OrderBook;
+pub use book::{OrderBook, Refusal};
 pub use config::BookConfig;
 pub use keel_types::{BuildIdHasher, IdHasher, IdMap};
 pub use query::{FillEstimate, LevelView, OrderView};

@@ -565,3 +565,40 @@ fn prefetching_any_account_is_harmless() {
     }
     assert_eq!(state(&book), before);
 }
+
+#[test]
+fn a_gated_placement_runs_the_book_checks_then_the_gate_and_a_refusal_changes_nothing() {
+    let mut b = book();
+    place(&mut b, limit(1, A, Side::Sell, 101, 5));
+    let before = state(&b);
+    let mut out = Vec::new();
+
+    // The book's own rules come first: the gate is not asked about an order the book refuses.
+    let mut asked = false;
+    let refused = b.place_gated(limit(2, B, Side::Buy, 101, 0), &mut out, |_, _| {
+        asked = true;
+        Ok::<(), &str>(())
+    });
+    assert_eq!(refused, Err(crate::Refusal::Book(RejectReason::InvalidQuantity)));
+    assert!(!asked);
+
+    // The gate sees the book as it is and the order as submitted; its refusal is passed back.
+    let refused = b.place_gated(limit(2, B, Side::Buy, 101, 3), &mut out, |book, order| {
+        assert_eq!(book.best_ask(), Some(Price(101)));
+        assert_eq!(order.qty, Qty(3));
+        Err("no margin")
+    });
+    assert_eq!(refused, Err(crate::Refusal::Gate("no margin")));
+    assert!(out.is_empty(), "a refusal emits no event: {out:?}");
+    assert_eq!(state(&b), before);
+    b.check_invariants().unwrap();
+
+    // Let through, the order enters exactly as `place` enters it.
+    let mut reference = book();
+    place(&mut reference, limit(1, A, Side::Sell, 101, 5));
+    let expected = place(&mut reference, limit(2, B, Side::Buy, 101, 3));
+    b.place_gated(limit(2, B, Side::Buy, 101, 3), &mut out, |_, _| Ok::<(), &str>(())).unwrap();
+    assert_eq!(out, expected);
+    assert_eq!(state(&b), state(&reference));
+    b.check_invariants().unwrap();
+}

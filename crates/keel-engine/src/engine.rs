@@ -3,7 +3,7 @@
 use crate::command::{Command, MarketSpec, PlaceOrder, Sequenced};
 use crate::error::EngineError;
 use crate::event::Event;
-use keel_book::OrderBook;
+use keel_book::{OrderBook, Refusal};
 use keel_liquidation::{
     BookSet, LiquidationConfig, LiquidationEvent, Liquidator, RefreshBudget, settle_fill,
 };
@@ -420,36 +420,57 @@ impl Engine {
             reduce_only: order.reduce_only,
         };
         // The book's own rules first (quantity, prices, time in force), then the account's.
-        self.markets[index].book.check(&new).map_err(EngineError::Book)?;
-        if order.reduce_only {
-            let position = self.position(order.account, order.market);
-            let reduces = position.0.signum() == -order.side.sign() && order.qty.0 <= position.0.abs();
-            if !reduces {
-                return Err(EngineError::ReduceOnly { qty: order.qty, position });
+        let clearinghouse = &self.clearinghouse;
+        let gate = |book: &OrderBook, new: &NewOrder| {
+            if new.reduce_only {
+                let position = position_size(clearinghouse, new.account, order.market);
+                let reduces = position.0.signum() == -new.side.sign() && new.qty.0 <= position.0.abs();
+                return if reduces {
+                    Ok(())
+                } else {
+                    Err(EngineError::ReduceOnly { qty: new.qty, position })
+                };
             }
-        } else {
-            let book = &self.markets[index].book;
-            let price = match order.kind {
+            let price = match new.kind {
                 OrderKind::Limit { price } | OrderKind::StopLimit { price, .. } => price,
                 // A stop-market order is checked as if it filled at its trigger price.
                 OrderKind::StopMarket { trigger, .. } => trigger,
                 // A market order is checked at the worst price its protection lets it reach.
-                OrderKind::Market => book.protection_limit(order.side).unwrap_or(Price(1)),
+                OrderKind::Market => book.protection_limit(new.side).unwrap_or(Price(1)),
             };
-            let intent = OrderIntent { market: order.market, side: order.side, qty: order.qty, price };
-            if let PreTrade::Reject(rejection) = self.clearinghouse.pre_trade_check(order.account, &intent)? {
-                return Err(EngineError::Margin(rejection));
+            let intent = OrderIntent { market: order.market, side: new.side, qty: new.qty, price };
+            match clearinghouse.pre_trade_check(new.account, &intent)? {
+                PreTrade::Accept => Ok(()),
+                PreTrade::Reject(rejection) => Err(EngineError::Margin(rejection)),
             }
-        }
+        };
         let mut events = std::mem::take(&mut self.scratch.book_events);
         events.clear();
-        let placed = self.markets[index].book.place(new, &mut events);
-        if let Err(reason) = placed {
+        let placed = self.markets[index].book.place_gated(new, &mut events, gate);
+        if let Err(refusal) = placed {
             self.scratch.book_events = events;
-            return Err(EngineError::Book(reason));
+            return Err(match refusal {
+                Refusal::Book(reason) => EngineError::Book(reason),
+                Refusal::Gate(error) => error,
+            });
         }
         self.next_order_id += 1;
-        self.settle(index, &events, out);
+        match (&events[..], order.kind) {
+            // The common case: a limit order that met nothing rests whole at its price, and
+            // nothing else happened. Its reservation is registered without looking it up again.
+            ([event @ BookEvent::Accepted { .. }], OrderKind::Limit { price }) => {
+                out.push(Event::Book { market: order.market, event: *event });
+                debug_assert!(
+                    self.markets[index]
+                        .book
+                        .order(new.id)
+                        .is_some_and(|o| o.qty == new.qty && o.price == price)
+                );
+                let at = Resting { side: order.side, price };
+                self.register(order.market, new.id, order.account, at, order.qty, out);
+            }
+            _ => self.settle(index, &events, out),
+        }
         self.scratch.book_events = events;
         self.after_trading(index, out);
         Ok(())
@@ -663,16 +684,29 @@ impl Engine {
             }
             let Some(book) = self.book(market) else { continue };
             let Some(order) = book.order(id) else { continue };
-            if let Err(error) =
-                self.clearinghouse.add_open_order(order.account, market, order.side, order.qty, order.price)
-            {
-                out.push(Event::Fault {
-                    message: format!("reservation of order {id} could not be registered: {error}"),
-                });
-            }
+            let at = Resting { side: order.side, price: order.price };
+            self.register(market, id, order.account, at, order.qty, out);
         }
         self.scratch.candidates = candidates;
         self.scratch.candidates.clear();
+    }
+
+    /// Registers the reservation of an order resting `at` its side and price with open quantity
+    /// `qty`.
+    fn register(
+        &mut self,
+        market: MarketId,
+        id: OrderId,
+        account: AccountId,
+        at: Resting,
+        qty: Qty,
+        out: &mut Vec<Event>,
+    ) {
+        if let Err(error) = self.clearinghouse.add_open_order(account, market, at.side, qty, at.price) {
+            out.push(Event::Fault {
+                message: format!("reservation of order {id} could not be registered: {error}"),
+            });
+        }
     }
 
     /// After trades in market `index`: trigger last-price stops until none fire, then shrink or
@@ -742,7 +776,7 @@ impl Engine {
 
     /// The signed position of `account` in `market` (zero if none).
     fn position(&self, account: AccountId, market: MarketId) -> Qty {
-        self.clearinghouse.account(account).and_then(|a| a.position(market)).map_or(Qty::ZERO, |p| p.size())
+        position_size(&self.clearinghouse, account, market)
     }
 
     // ----- prices and funding -----
@@ -817,4 +851,9 @@ impl Engine {
             }
         }
     }
+}
+
+/// The size of `account`'s position in `market`: zero when it has none (or is unknown).
+fn position_size(clearinghouse: &Clearinghouse, account: AccountId, market: MarketId) -> Qty {
+    clearinghouse.account(account).and_then(|a| a.position(market)).map_or(Qty::ZERO, |p| p.size())
 }
