@@ -3,7 +3,7 @@
 use crate::{BookConfig, OrderBook, OrderView};
 use keel_types::{
     AccountId, Amend, BookEvent, CancelReason, NewOrder, OrderId, OrderKind, Price, Qty, RejectReason,
-    Rounding, Side, StopReference, StpMode, TimeInForce,
+    Resting, Rounding, Side, StopReference, StpMode, TimeInForce,
 };
 
 const A: AccountId = AccountId(1);
@@ -600,5 +600,40 @@ fn a_gated_placement_runs_the_book_checks_then_the_gate_and_a_refusal_changes_no
     b.place_gated(limit(2, B, Side::Buy, 101, 3), &mut out, |_, _| Ok::<(), &str>(())).unwrap();
     assert_eq!(out, expected);
     assert_eq!(state(&b), state(&reference));
+    b.check_invariants().unwrap();
+}
+
+#[test]
+fn an_owner_checked_cancel_takes_only_the_accounts_own_orders() {
+    let mut b = book();
+    place(&mut b, limit(1, A, Side::Sell, 101, 5));
+    let stop = NewOrder {
+        kind: OrderKind::StopMarket { trigger: Price(120), reference: StopReference::Mark },
+        ..limit(2, A, Side::Buy, 1, 2)
+    };
+    place(&mut b, stop);
+    let before = state(&b);
+    let mut out = Vec::new();
+
+    // Another account's orders and an id that is not live are refused alike, silently.
+    for (account, id) in [(B, 1), (B, 2), (A, 3)] {
+        assert_eq!(
+            b.cancel_of(account, OrderId(id), CancelReason::User, &mut out),
+            Err(RejectReason::UnknownOrder)
+        );
+    }
+    assert!(out.is_empty(), "a refusal emits no event: {out:?}");
+    assert_eq!(state(&b), before);
+
+    // The owner's cancels are those of `cancel`: the resting order says where it rested.
+    b.cancel_of(A, OrderId(1), CancelReason::User, &mut out).unwrap();
+    b.cancel_of(A, OrderId(2), CancelReason::User, &mut out).unwrap();
+    assert_eq!(cancels(&out), vec![(1, 5, CancelReason::User), (2, 2, CancelReason::User)]);
+    assert!(matches!(
+        out[0],
+        BookEvent::Cancelled { resting: Some(Resting { side: Side::Sell, price: Price(101) }), .. }
+    ));
+    assert!(matches!(out[1], BookEvent::Cancelled { resting: None, .. }));
+    assert!(!b.is_live(OrderId(1)) && !b.is_live(OrderId(2)));
     b.check_invariants().unwrap();
 }

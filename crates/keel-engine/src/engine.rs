@@ -485,11 +485,25 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let index = self.market_index(market)?;
         self.require_account(account)?;
-        if !self.owns(index, account, id) {
-            return Err(EngineError::UnknownOrder(id));
+        let mut events = std::mem::take(&mut self.scratch.book_events);
+        events.clear();
+        let cancelled = self.markets[index].book.cancel_of(account, id, CancelReason::User, &mut events);
+        match (cancelled, &events[..]) {
+            // Someone else's order is as unknown to the account as an id that is not live.
+            (Err(_), _) => {
+                self.scratch.book_events = events;
+                return Err(EngineError::UnknownOrder(id));
+            }
+            // The common case, a resting order: its reservation is released without the
+            // general settlement's passes over the events.
+            (Ok(()), [event @ BookEvent::Cancelled { remaining, resting: Some(at), .. }]) => {
+                out.push(Event::Book { market, event: *event });
+                self.release(market, id, account, *at, *remaining, out);
+            }
+            (Ok(()), _) => self.settle(index, &events, out),
         }
-        self.run_book(index, out, |book, events| book.cancel(id, CancelReason::User, events))
-            .map_err(EngineError::Book)
+        self.scratch.book_events = events;
+        Ok(())
     }
 
     fn amend(
@@ -551,14 +565,6 @@ impl Engine {
             .map_err(EngineError::Book)?;
         }
         Ok(())
-    }
-
-    /// True when `id` is a live order (resting or a pending stop) of `account` in market `index`.
-    fn owns(&self, index: usize, account: AccountId, id: OrderId) -> bool {
-        let book = &self.markets[index].book;
-        book.order(id)
-            .map(|o| o.account == account)
-            .unwrap_or_else(|| book.pending_stops().any(|stop| stop.id == id && stop.account == account))
     }
 
     /// Runs one book operation and settles its events.
