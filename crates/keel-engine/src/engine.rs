@@ -421,29 +421,7 @@ impl Engine {
         };
         // The book's own rules first (quantity, prices, time in force), then the account's.
         let clearinghouse = &self.clearinghouse;
-        let gate = |book: &OrderBook, new: &NewOrder| {
-            if new.reduce_only {
-                let position = position_size(clearinghouse, new.account, order.market);
-                let reduces = position.0.signum() == -new.side.sign() && new.qty.0 <= position.0.abs();
-                return if reduces {
-                    Ok(())
-                } else {
-                    Err(EngineError::ReduceOnly { qty: new.qty, position })
-                };
-            }
-            let price = match new.kind {
-                OrderKind::Limit { price } | OrderKind::StopLimit { price, .. } => price,
-                // A stop-market order is checked as if it filled at its trigger price.
-                OrderKind::StopMarket { trigger, .. } => trigger,
-                // A market order is checked at the worst price its protection lets it reach.
-                OrderKind::Market => book.protection_limit(new.side).unwrap_or(Price(1)),
-            };
-            let intent = OrderIntent { market: order.market, side: new.side, qty: new.qty, price };
-            match clearinghouse.pre_trade_check(new.account, &intent)? {
-                PreTrade::Accept => Ok(()),
-                PreTrade::Reject(rejection) => Err(EngineError::Margin(rejection)),
-            }
-        };
+        let gate = |book: &OrderBook, new: &NewOrder| admit(clearinghouse, order.market, book, new);
         let mut events = std::mem::take(&mut self.scratch.book_events);
         events.clear();
         let placed = self.markets[index].book.place_gated(new, &mut events, gate);
@@ -862,4 +840,32 @@ impl Engine {
 /// The size of `account`'s position in `market`: zero when it has none (or is unknown).
 fn position_size(clearinghouse: &Clearinghouse, account: AccountId, market: MarketId) -> Qty {
     clearinghouse.account(account).and_then(|a| a.position(market)).map_or(Qty::ZERO, |p| p.size())
+}
+
+/// The account's side of admitting order `new` to `market` (the book's own rules passed): a
+/// reduce-only order must shrink the position without exceeding it; any other order must pass
+/// the pre-trade margin check, at the price it could fill at worst.
+fn admit(
+    clearinghouse: &Clearinghouse,
+    market: MarketId,
+    book: &OrderBook,
+    new: &NewOrder,
+) -> Result<(), EngineError> {
+    if new.reduce_only {
+        let position = position_size(clearinghouse, new.account, market);
+        let reduces = position.0.signum() == -new.side.sign() && new.qty.0 <= position.0.abs();
+        return if reduces { Ok(()) } else { Err(EngineError::ReduceOnly { qty: new.qty, position }) };
+    }
+    let price = match new.kind {
+        OrderKind::Limit { price } | OrderKind::StopLimit { price, .. } => price,
+        // A stop-market order is checked as if it filled at its trigger price.
+        OrderKind::StopMarket { trigger, .. } => trigger,
+        // A market order is checked at the worst price its protection lets it reach.
+        OrderKind::Market => book.protection_limit(new.side).unwrap_or(Price(1)),
+    };
+    let intent = OrderIntent { market, side: new.side, qty: new.qty, price };
+    match clearinghouse.pre_trade_check(new.account, &intent)? {
+        PreTrade::Accept => Ok(()),
+        PreTrade::Reject(rejection) => Err(EngineError::Margin(rejection)),
+    }
 }
