@@ -6,7 +6,7 @@
 //! through [`decode`].
 
 use crate::reference::ReferenceBook;
-use crate::{BookConfig, FillEstimate, LevelView, OrderBook, OrderView};
+use crate::{BookConfig, FillEstimate, LevelView, OrderBook, OrderView, Refusal};
 use keel_types::{
     AccountId, Amend, BookEvent, CancelReason, ConversionError, Grid, NewOrder, OrderId, OrderKind, Price,
     Qty, RejectReason, Side, StopReference, StpMode, TimeInForce,
@@ -45,8 +45,17 @@ pub enum Command {
         /// The price in hundredths of a currency unit (a tenth of a tick): often off the grid.
         cents: i64,
     },
+    /// `place_gated` an order, with a gate that refuses it when `refuse` is set.
+    PlaceGated {
+        /// The order.
+        order: NewOrder,
+        /// Whether the caller's gate refuses the order (the book's checks pass first).
+        refuse: bool,
+    },
     /// `cancel` an order.
     Cancel(OrderId, CancelReason),
+    /// `cancel_of`: cancel an order on behalf of an account, which must own it.
+    CancelOf(AccountId, OrderId, CancelReason),
     /// `cancel_all` of an account.
     CancelAll(AccountId, CancelReason),
     /// `amend` an order.
@@ -211,12 +220,14 @@ pub fn decode(data: &[u8]) -> (BookConfig, Vec<Command>) {
     let mut commands = Vec::new();
     while !bytes.done() && commands.len() < MAX_COMMANDS {
         let command = match bytes.next() % 16 {
-            0..=6 => Command::Place(bytes.order(&config)),
+            0..=5 => Command::Place(bytes.order(&config)),
+            6 => Command::PlaceGated { order: bytes.order(&config), refuse: bytes.next() & 1 == 1 },
             7 => Command::PlaceDecimal {
                 order: bytes.order(&config),
                 cents: decode_cents(&mut bytes, &config),
             },
-            8 | 9 => Command::Cancel(bytes.id(), bytes.reason()),
+            8 => Command::Cancel(bytes.id(), bytes.reason()),
+            9 => Command::CancelOf(bytes.account(), bytes.id(), bytes.reason()),
             10 => Command::CancelAll(bytes.account(), bytes.reason()),
             11..=13 => {
                 let id = bytes.id();
@@ -430,6 +441,8 @@ impl Ledger {
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
     Done(Result<(), RejectReason>),
+    /// The result of `place_gated` (a gate refusal carries nothing).
+    Gated(Result<(), Refusal<()>>),
     Count(usize),
     /// The decimal price did not convert; nothing was sent to the books.
     NotConverted,
@@ -501,10 +514,32 @@ pub fn run_differential(config: BookConfig, commands: &[Command]) -> Result<(), 
                     Err(_) => (Outcome::NotConverted, Outcome::NotConverted),
                 }
             }
+            Command::PlaceGated { order, refuse } => {
+                let gate = |_: &OrderBook, _: &NewOrder| if *refuse { Err(()) } else { Ok(()) };
+                // The model: the book's checks, then the gate, then `place`; silent refusals.
+                let wanted = match reference.check(order) {
+                    Err(reason) => Err(Refusal::Book(reason)),
+                    Ok(()) if *refuse => Err(Refusal::Gate(())),
+                    Ok(()) => reference.place(*order, &mut expected).map_err(Refusal::Book),
+                };
+                (Outcome::Gated(book.place_gated(*order, &mut events, gate)), Outcome::Gated(wanted))
+            }
             Command::Cancel(id, reason) => (
                 Outcome::Done(book.cancel(*id, *reason, &mut events)),
                 Outcome::Done(reference.cancel(*id, *reason, &mut expected)),
             ),
+            Command::CancelOf(account, id, reason) => {
+                // The model: `cancel` when the account owns the order, else a silent refusal.
+                let owner = reference.order(*id).map(|o| o.account).or_else(|| {
+                    reference.pending_stops().iter().find(|stop| stop.id == *id).map(|stop| stop.account)
+                });
+                let wanted = if owner == Some(*account) {
+                    reference.cancel(*id, *reason, &mut expected)
+                } else {
+                    Err(RejectReason::UnknownOrder)
+                };
+                (Outcome::Done(book.cancel_of(*account, *id, *reason, &mut events)), Outcome::Done(wanted))
+            }
             Command::CancelAll(account, reason) => (
                 Outcome::Count(book.cancel_all(*account, *reason, &mut events)),
                 Outcome::Count(reference.cancel_all(*account, *reason, &mut expected)),
@@ -531,7 +566,9 @@ pub fn run_differential(config: BookConfig, commands: &[Command]) -> Result<(), 
             return fail(format!("state differs\n  book:      {after:?}\n  reference: {model:?}"));
         }
         let placed = match command {
-            Command::Place(order) | Command::PlaceDecimal { order, .. } => Some(*order),
+            Command::Place(order)
+            | Command::PlaceDecimal { order, .. }
+            | Command::PlaceGated { order, .. } => Some(*order),
             _ => None,
         };
         for event in &events {
@@ -540,10 +577,14 @@ pub fn run_differential(config: BookConfig, commands: &[Command]) -> Result<(), 
                 .or_else(|error| fail(format!("events inconsistent: {error}")))?;
         }
         ledger.check_conserved(&book).or_else(|error| fail(format!("quantity not conserved: {error}")))?;
-        let rejected = matches!(outcome, Outcome::Done(Err(_)) | Outcome::NotConverted);
+        let rejected =
+            matches!(outcome, Outcome::Done(Err(_)) | Outcome::Gated(Err(_)) | Outcome::NotConverted);
         if rejected {
+            // The gated placement and the owner-checked cancel refuse silently; the others with
+            // exactly one `Rejected` event.
+            let silent = matches!(command, Command::PlaceGated { .. } | Command::CancelOf(..));
             let single_rejection = match outcome {
-                Outcome::Done(Err(reason)) => {
+                Outcome::Done(Err(reason)) if !silent => {
                     matches!(events.as_slice(), [BookEvent::Rejected { reason: r, .. }] if *r == reason)
                 }
                 _ => events.is_empty(),

@@ -103,6 +103,11 @@ impl ReferenceBook {
         Ok(())
     }
 
+    /// Whether `place` would accept `order`: its validation alone, changing nothing.
+    pub fn check(&self, order: &NewOrder) -> Result<(), RejectReason> {
+        self.validate(order)
+    }
+
     /// Cancels a resting order or a pending stop with the caller's reason.
     pub fn cancel(
         &mut self,
