@@ -463,25 +463,9 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let index = self.market_index(market)?;
         self.require_account(account)?;
-        let mut events = std::mem::take(&mut self.scratch.book_events);
-        events.clear();
-        let cancelled = self.markets[index].book.cancel_of(account, id, CancelReason::User, &mut events);
-        match (cancelled, &events[..]) {
-            // Someone else's order is as unknown to the account as an id that is not live.
-            (Err(_), _) => {
-                self.scratch.book_events = events;
-                return Err(EngineError::UnknownOrder(id));
-            }
-            // The common case, a resting order: its reservation is released without the
-            // general settlement's passes over the events.
-            (Ok(()), [event @ BookEvent::Cancelled { remaining, resting: Some(at), .. }]) => {
-                out.push(Event::Book { market, event: *event });
-                self.release(market, id, account, *at, *remaining, out);
-            }
-            (Ok(()), _) => self.settle(index, &events, out),
-        }
-        self.scratch.book_events = events;
-        Ok(())
+        // Someone else's order is as unknown to the account as an id that is not live.
+        self.run_book(index, out, |book, events| book.cancel_of(account, id, CancelReason::User, events))
+            .map_err(|_| EngineError::UnknownOrder(id))
     }
 
     fn amend(
@@ -566,6 +550,13 @@ impl Engine {
     /// every reservation change; then registers the orders that came to rest.
     fn settle(&mut self, index: usize, events: &[BookEvent], out: &mut Vec<Event>) {
         let market = self.markets[index].id();
+        if let [event @ BookEvent::Cancelled { id, account, remaining, resting: Some(at), .. }] = events {
+            // The commonest case, one resting order cancelled: its reservation is released
+            // without the passes below over the events.
+            out.push(Event::Book { market, event: *event });
+            self.release(market, *id, *account, *at, *remaining, out);
+            return;
+        }
         self.prefetch_makers(events);
         for event in events {
             out.push(Event::Book { market, event: *event });
