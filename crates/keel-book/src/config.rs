@@ -13,7 +13,9 @@ pub struct BookConfig {
     /// How far a market order may walk beyond the best opposite price it found on arrival, in
     /// basis points of that price (rounded down to whole ticks). What is left beyond is cancelled.
     pub market_protection_bps: u32,
-    /// Resting and pending orders the book holds without allocating.
+    /// Resting and pending orders the order store holds without allocating. The id index is
+    /// not pre-sized to it: it grows to the most orders the book has held at once, so that it
+    /// stays as dense, and as cached, as the book's live orders are.
     pub order_capacity: usize,
     /// Price levels (both sides) the book holds without allocating.
     pub level_capacity: usize,

@@ -234,6 +234,27 @@ fn ids_are_unique_while_live_and_free_once_the_order_left() {
 }
 
 #[test]
+fn the_id_index_is_sized_to_the_live_orders_not_to_the_capacity() {
+    // A book sized for 65,536 orders that holds a few hundred at a time: orders come and go,
+    // ids keep rising, and the index stays a table for a few hundred, not for the capacity.
+    let mut b = book();
+    assert_eq!(b.config().order_capacity, 1 << 16);
+    let mut out = Vec::new();
+    for id in 1..=20_000u64 {
+        out.clear();
+        let side = if id % 2 == 0 { Side::Buy } else { Side::Sell };
+        let price = if side == Side::Buy { 100 - (id % 7) as i64 } else { 110 + (id % 7) as i64 };
+        b.place(limit(id, A, side, price, 1), &mut out).unwrap();
+        if id > 300 {
+            b.cancel(OrderId(id - 300), CancelReason::User, &mut out).unwrap();
+        }
+    }
+    b.check_invariants().unwrap();
+    assert_eq!(b.resting_count(), 300);
+    assert!(b.ids.capacity() <= 1_024, "an index for {} ids holds 300 orders", b.ids.capacity());
+}
+
+#[test]
 fn cancel_of_anything_not_live_is_rejected() {
     let mut b = book();
     place(&mut b, limit(1, A, Side::Buy, 100, 2));
