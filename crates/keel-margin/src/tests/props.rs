@@ -3,7 +3,7 @@
 //! value is conserved, and extreme inputs never panic.
 
 use super::*;
-use crate::{AssetId, MarginError, MarginMode, OrderIntent, distribute_funding};
+use crate::{AssetConfig, AssetId, MarginError, MarginMode, OrderIntent, distribute_funding};
 use keel_types::{MarketId, Side};
 use proptest::prelude::*;
 
@@ -378,6 +378,10 @@ enum Step {
     Leverage(u8, u32, u32),
     Isolate(u8, u32, bool),
     AddIsolated(u8, u32, i64),
+    /// A deposit of the collateral asset (id 1), in its smallest unit.
+    DepositCollateral(u8, i64),
+    /// The collateral asset's new price, in money units.
+    CollateralPrice(i64),
 }
 
 fn step_strategy() -> impl Strategy<Value = Step> {
@@ -396,13 +400,25 @@ fn step_strategy() -> impl Strategy<Value = Step> {
         (m.clone(), price).prop_map(|(m, p)| Step::Mark(m, p)),
         (acc.clone(), m.clone(), 1u32..130).prop_map(|(a, m, l)| Step::Leverage(a, m, l)),
         (acc.clone(), m.clone(), any::<bool>()).prop_map(|(a, m, i)| Step::Isolate(a, m, i)),
-        (acc, m, 1i64..100_000_000).prop_map(|(a, m, x)| Step::AddIsolated(a, m, x)),
+        (acc.clone(), m, 1i64..100_000_000).prop_map(|(a, m, x)| Step::AddIsolated(a, m, x)),
+        (acc, 1i64..1_000_000_000).prop_map(|(a, x)| Step::DepositCollateral(a, x)),
+        (1i64..5_000_000_000).prop_map(Step::CollateralPrice),
     ]
 }
 
-/// Two accounts of 5,000 each in the three markets, every mark at 1,000,000 ticks.
+/// Two accounts of 5,000 each in the three markets, every mark at 1,000,000 ticks, and a
+/// collateral asset (id 1) at 3,000 with a 10 % haircut.
 fn two_funded_accounts() -> (Bench, [AccountId; 2]) {
     let mut b = Bench::new(markets());
+    let asset =
+        b.ch.add_asset(AssetConfig {
+            symbol: "ETH".into(),
+            decimals: 8,
+            price: usd("3000"),
+            haircut: rate("0.10"),
+        })
+        .unwrap();
+    assert_eq!(asset, COLLATERAL);
     let accounts = [AccountId(1), AccountId(2)];
     for &a in &accounts {
         b.ch.open_account(a).unwrap();
@@ -413,6 +429,9 @@ fn two_funded_accounts() -> (Bench, [AccountId; 2]) {
     }
     (b, accounts)
 }
+
+/// The collateral asset of [`two_funded_accounts`].
+const COLLATERAL: AssetId = AssetId(1);
 
 /// Applies one generated change; a change the clearinghouse refuses changes nothing.
 fn apply_step(ch: &mut Clearinghouse, accounts: &[AccountId; 2], step: Step) {
@@ -443,6 +462,8 @@ fn apply_step(ch: &mut Clearinghouse, accounts: &[AccountId; 2], step: Step) {
             if isolated { MarginMode::Isolated } else { MarginMode::Cross },
         ),
         Step::AddIsolated(a, m, x) => ch.add_isolated_margin(accounts[a as usize], MarketId(m), Money(x)),
+        Step::DepositCollateral(a, x) => ch.deposit(accounts[a as usize], COLLATERAL, x),
+        Step::CollateralPrice(p) => ch.set_asset_price(COLLATERAL, Money(p)),
     };
 }
 
