@@ -5,7 +5,7 @@
 //! The engine is `apply(command) -> events` and nothing else: no clock (time arrives in the
 //! sequenced command), no randomness, no I/O, no threads. The same commands in the same order
 //! give the same events and the same state, which is what journal replay, crash recovery and the
-//! cascade simulator's forks all rely on.
+//! state digest that compares two engines all rely on.
 
 pub mod checksum;
 pub mod codec;
