@@ -2,9 +2,7 @@
 //! margin modes, flips, mark price and the refusal paths.
 
 use super::*;
-use crate::{
-    AssetConfig, AssetId, MarginError, MarginMode, MarkConfig, MarkMethod, OrderIntent, PreTrade, Rejection,
-};
+use crate::{AssetId, MarginError, MarginMode, MarkConfig, MarkMethod, OrderIntent, PreTrade, Rejection};
 use keel_types::{ArithmeticError, MarketId, Side};
 
 const BTC: u32 = 1;
@@ -27,14 +25,7 @@ fn intent(b: &Bench, side: Side, qty: &str, price: &str) -> OrderIntent {
 #[test]
 fn a_collateral_depeg_lowers_every_holder() {
     let mut b = btc_bench();
-    let steth =
-        b.ch.add_asset(AssetConfig {
-            symbol: "stETH".into(),
-            decimals: 8,
-            price: usd("3000"),
-            haircut: rate("0.10"),
-        })
-        .unwrap();
+    let steth = b.collateral("stETH", "3000", "0.10");
     let x = b.account(1, "0");
     let y = b.account(2, "500");
     b.ch.deposit(x, steth, 100_000_000).unwrap(); // 1 stETH
@@ -57,14 +48,7 @@ fn a_collateral_depeg_lowers_every_holder() {
 #[test]
 fn collateral_backs_positions_and_withdrawals_keep_initial_margin() {
     let mut b = btc_bench();
-    let btc =
-        b.ch.add_asset(AssetConfig {
-            symbol: "BTC".into(),
-            decimals: 8,
-            price: usd("10000"),
-            haircut: rate("0.05"),
-        })
-        .unwrap();
+    let btc = b.collateral("BTC", "10000", "0.05");
     let a = b.account(1, "100");
     b.ch.deposit(a, btc, 10_000_000).unwrap(); // 0.1 BTC = 950 after haircut
     b.ch.set_leverage(a, MarketId(BTC), 10).unwrap();

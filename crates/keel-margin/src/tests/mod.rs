@@ -103,6 +103,17 @@ impl Bench {
         self.ch.apply_fill(&fill).unwrap();
     }
 
+    /// Registers a collateral asset with eight decimals, its price in USD and its haircut.
+    pub(crate) fn collateral(&mut self, symbol: &str, price: &str, haircut: &str) -> crate::AssetId {
+        let config = crate::AssetConfig {
+            symbol: symbol.into(),
+            decimals: 8,
+            price: usd(price),
+            haircut: rate(haircut),
+        };
+        self.ch.add_asset(config).unwrap()
+    }
+
     pub(crate) fn mark(&mut self, market: u32, p: &str) {
         let price = self.price(market, p);
         self.ch.set_mark_price(MarketId(market), price).unwrap();

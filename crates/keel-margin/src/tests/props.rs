@@ -3,7 +3,7 @@
 //! value is conserved, and extreme inputs never panic.
 
 use super::*;
-use crate::{AssetConfig, AssetId, MarginError, MarginMode, OrderIntent, distribute_funding};
+use crate::{AssetId, MarginError, MarginMode, OrderIntent, distribute_funding};
 use keel_types::{MarketId, Side};
 use proptest::prelude::*;
 
@@ -410,14 +410,7 @@ fn step_strategy() -> impl Strategy<Value = Step> {
 /// collateral asset (id 1) at 3,000 with a 10 % haircut.
 fn two_funded_accounts() -> (Bench, [AccountId; 2]) {
     let mut b = Bench::new(markets());
-    let asset =
-        b.ch.add_asset(AssetConfig {
-            symbol: "ETH".into(),
-            decimals: 8,
-            price: usd("3000"),
-            haircut: rate("0.10"),
-        })
-        .unwrap();
+    let asset = b.collateral("ETH", "3000", "0.10");
     assert_eq!(asset, COLLATERAL);
     let accounts = [AccountId(1), AccountId(2)];
     for &a in &accounts {
