@@ -5,8 +5,9 @@
 //! Run with `cargo bench --bench journal`. Files go to a fresh directory under the system temp
 //! directory (or under `KEEL_BENCH_DIR` if set, to measure a specific disk) and are removed
 //! afterwards. Payloads are 64 bytes, as a typical encoded order command, except in the replay of
-//! real commands; commits cover batches of 1,024 records, the way the sequencer drains its queue. Fsync numbers depend entirely on the
-//! device: on tmpfs or a disk with a volatile write cache they are optimistic.
+//! real commands; commits cover batches of 1,024 records, the way the sequencer drains its queue.
+//! Fsync numbers depend entirely on the device: on tmpfs or a disk with a volatile write cache
+//! they are optimistic.
 
 use hdrhistogram::Histogram;
 use keel_engine::Sequenced;

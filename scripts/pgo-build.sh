@@ -32,9 +32,18 @@ port="${KEEL_PGO_PORT:-7799}"
 rm -rf "$profiles" "$root/train"
 mkdir -p "$profiles" "$root/train"
 
-# The path of the engine benchmark's executable, from cargo's report of what it built.
+# The absolute path of the engine benchmark's executable, from cargo's report of what it built.
 bench_executable() {
-    sed -n 's/^ *Executable benches\/engine.rs (\(.*\))$/\1/p'
+    local path
+    path=$(sed -n 's/^ *Executable benches\/engine.rs (\(.*\))$/\1/p')
+    if [ -z "$path" ]; then
+        echo "pgo-build: cargo did not report the engine benchmark's executable" >&2
+        return 1
+    fi
+    case "$path" in
+        /*) echo "$path" ;;
+        *) echo "$PWD/$path" ;;
+    esac
 }
 
 echo "pgo-build: 1/3 instrumented build" >&2
