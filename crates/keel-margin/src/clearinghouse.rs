@@ -10,6 +10,7 @@ use crate::mark::{MarkInputs, mark_price};
 use crate::market::{Market, MarketConfig};
 use crate::position::{MarginMode, OpenOrders, Position, abs, notional, reservation};
 use crate::rate::{Divisor, Rate, div_round_wide, narrow};
+use crate::slots::PositionSlots;
 use crate::valuation::{Share, SummaryCache};
 use crate::view::{AccountView, PositionView};
 use keel_types::{
@@ -27,16 +28,45 @@ pub struct Holding {
 }
 
 /// A trading account: a settlement balance, collateral holdings and one position slot per market
-/// it has touched. A small vector of positions: a linear scan over ten is faster than any map.
+/// it has touched. A small vector of positions, appended to and never shrunk, with a table in the
+/// record that says where each market's position is (see `slots.rs`).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "StoredAccount")]
 pub struct Account {
     pub(crate) id: AccountId,
     pub(crate) balance: Money,
     pub(crate) collateral: Vec<Holding>,
+    /// Appended to by `Clearinghouse::position_at_or_insert` and taken back by `set_leverage`,
+    /// both keeping `slots` in step.
     pub(crate) positions: Vec<Position>,
     /// The cross totals last computed for this account (see `valuation`).
     #[serde(skip)]
     pub(crate) summary: SummaryCache,
+    /// Where the position of each market is in `positions`; derived from them.
+    #[serde(skip)]
+    slots: PositionSlots,
+}
+
+/// The serialized form of an [`Account`]: everything but what is derived from it.
+#[derive(serde::Deserialize)]
+struct StoredAccount {
+    id: AccountId,
+    balance: Money,
+    collateral: Vec<Holding>,
+    positions: Vec<Position>,
+}
+
+impl From<StoredAccount> for Account {
+    fn from(s: StoredAccount) -> Account {
+        Account {
+            slots: PositionSlots::of(&s.positions),
+            id: s.id,
+            balance: s.balance,
+            collateral: s.collateral,
+            positions: s.positions,
+            summary: SummaryCache::default(),
+        }
+    }
 }
 
 impl Account {
@@ -65,8 +95,9 @@ impl Account {
         self.positions.iter().find(|p| p.market == market)
     }
 
+    #[inline]
     pub(crate) fn position_index(&self, slot: u32) -> Option<usize> {
-        self.positions.iter().position(|p| p.slot == slot)
+        self.slots.find(slot, &self.positions)
     }
 
     /// The position at `idx`, to change: its cached share and the account's cached totals are
@@ -383,6 +414,7 @@ impl Clearinghouse {
             collateral: Vec::new(),
             positions: Vec::new(),
             summary: SummaryCache::default(),
+            slots: PositionSlots::EMPTY,
         });
         self.account_slots.insert(id, slot);
         self.hints.record(id, &[]);
@@ -427,6 +459,12 @@ impl Clearinghouse {
             .then(|| (a.positions.as_ptr() as usize, std::mem::size_of_val(a.positions.as_slice())));
         // Both the hints kept up as the positions moved and those a restore builds afresh.
         self.hints.location(id) == expected && PositionHints::of(&self.accounts).location(id) == expected
+    }
+
+    /// True when account `id`'s table of where its positions are says what its positions say.
+    #[cfg(test)]
+    pub(crate) fn position_slots_are_current(&self, id: AccountId) -> bool {
+        self.account(id).is_some_and(|a| a.slots == PositionSlots::of(&a.positions))
     }
 
     /// Starts loading account `id`'s positions into the cache through its record, for an
@@ -567,6 +605,7 @@ impl Clearinghouse {
         let p = Position::new(m.config.id, slot as u32, m.config.default_leverage);
         let a = &mut self.accounts[acc];
         a.positions.push(p);
+        a.slots.record(slot as u32, a.positions.len() - 1);
         // The push may have moved the positions.
         self.hints.record(a.id, &a.positions);
         a.positions.len() - 1
@@ -670,7 +709,9 @@ impl Clearinghouse {
         let result = self.try_set_leverage(acc, slot, idx, leverage);
         if result.is_err() && inserted {
             let a = &mut self.accounts[acc];
-            a.positions.pop();
+            if let Some(p) = a.positions.pop() {
+                a.slots.forget(p.slot);
+            }
             self.hints.record(a.id, &a.positions);
         }
         result
@@ -889,7 +930,8 @@ impl Clearinghouse {
 
         // Only the order's own market is re-valued here; the rest of the account is valued last,
         // and only if the order adds to what the account must reserve.
-        let target = self.accounts[acc].positions.iter().find(|p| p.slot as usize == slot);
+        let a = &self.accounts[acc];
+        let target = a.position_index(slot as u32).map(|i| &a.positions[i]);
         let target_reserved = match target {
             Some(p) => p.order_reservation(mark, k)?,
             None => Money::ZERO,

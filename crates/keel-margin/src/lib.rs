@@ -26,6 +26,7 @@ mod mark;
 mod market;
 mod position;
 mod rate;
+mod slots;
 mod tier;
 mod valuation;
 mod view;

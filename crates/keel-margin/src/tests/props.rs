@@ -485,6 +485,8 @@ proptest! {
                 prop_assert_eq!(&b.ch.margin_summary(a), &expected);
                 // The prefetch address of the account's positions followed every move.
                 prop_assert!(b.ch.position_hint_is_current(a));
+                // So did the table of where each market's position is, through refused changes.
+                prop_assert!(b.ch.position_slots_are_current(a));
             }
         }
     }
