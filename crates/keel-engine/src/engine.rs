@@ -207,12 +207,12 @@ impl Engine {
 
     /// A market's order book.
     pub fn book(&self, market: MarketId) -> Option<&OrderBook> {
-        self.markets.iter().find(|m| m.id() == market).map(|m| &m.book)
+        self.find_market(market).map(|i| &self.markets[i].book)
     }
 
     /// A market's listing (symbol, margin parameters, book limits).
     pub fn market_spec(&self, market: MarketId) -> Option<&MarketSpec> {
-        self.markets.iter().find(|m| m.id() == market).map(|m| &m.spec)
+        self.find_market(market).map(|i| &self.markets[i].spec)
     }
 
     /// The listed markets' ids, in listing order.
@@ -366,7 +366,18 @@ impl Engine {
     }
 
     fn market_index(&self, market: MarketId) -> Result<usize, EngineError> {
-        self.markets.iter().position(|m| m.id() == market).ok_or(EngineError::UnknownMarket(market))
+        self.find_market(market).ok_or(EngineError::UnknownMarket(market))
+    }
+
+    /// Where `market` is in `markets`. Markets are listed here and in the clearinghouse in the
+    /// same order, so the clearinghouse's slot (one load) is the index; the id is still checked,
+    /// and a scan answers if the two ever disagreed.
+    #[inline]
+    fn find_market(&self, market: MarketId) -> Option<usize> {
+        self.clearinghouse
+            .market_slot(market)
+            .filter(|&i| self.markets.get(i).is_some_and(|m| m.id() == market))
+            .or_else(|| self.markets.iter().position(|m| m.id() == market))
     }
 
     fn require_account(&self, account: AccountId) -> Result<(), EngineError> {

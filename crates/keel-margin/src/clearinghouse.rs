@@ -14,7 +14,7 @@ use crate::slots::PositionSlots;
 use crate::valuation::{Share, SummaryCache};
 use crate::view::{AccountView, PositionView};
 use keel_types::{
-    AccountId, AccountSlots, ArithmeticError, IdMap, MarketId, Money, Price, Qty, Rounding, Side,
+    AccountId, AccountSlots, ArithmeticError, MarketId, MarketSlots, Money, Price, Qty, Rounding, Side,
 };
 use rust_decimal::Decimal;
 
@@ -251,7 +251,7 @@ pub struct Clearinghouse {
     pub(crate) assets: Vec<Asset>,
     pub(crate) markets: Vec<Market>,
     #[serde(skip)]
-    market_slots: IdMap<MarketId, u32>,
+    market_slots: MarketSlots,
     pub(crate) accounts: Vec<Account>,
     #[serde(skip)]
     account_slots: AccountSlots,
@@ -325,7 +325,7 @@ impl Clearinghouse {
             // Cannot fail: six decimals, a positive price and no haircut are all valid.
             assets: Asset::new(usd).into_iter().collect(),
             markets: Vec::new(),
-            market_slots: IdMap::default(),
+            market_slots: MarketSlots::default(),
             accounts: Vec::new(),
             account_slots: AccountSlots::default(),
             hints: PositionHints::default(),
@@ -384,7 +384,7 @@ impl Clearinghouse {
 
     /// Configures a market.
     pub fn add_market(&mut self, config: MarketConfig) -> Result<(), MarginError> {
-        if self.market_slots.contains_key(&config.id) {
+        if self.market_slots.contains(config.id) {
             return Err(MarginError::DuplicateMarket(config.id));
         }
         let slot =
@@ -399,6 +399,12 @@ impl Clearinghouse {
     /// A market's configuration.
     pub fn market(&self, market: MarketId) -> Result<&MarketConfig, MarginError> {
         Ok(&self.markets[self.slot(market)?].config)
+    }
+
+    /// The market's slot: markets are numbered 0, 1, 2, … in the order they were added.
+    #[inline]
+    pub fn market_slot(&self, market: MarketId) -> Option<usize> {
+        self.market_slots.get(market).map(|s| s as usize)
     }
 
     /// Opens an empty account.
@@ -542,7 +548,7 @@ impl Clearinghouse {
 
     #[inline]
     pub(crate) fn slot(&self, market: MarketId) -> Result<usize, MarginError> {
-        self.market_slots.get(&market).map(|&s| s as usize).ok_or(MarginError::UnknownMarket(market))
+        self.market_slots.get(market).map(|s| s as usize).ok_or(MarginError::UnknownMarket(market))
     }
 
     #[inline]

@@ -4,7 +4,7 @@
 //! market and account ids are assigned by the engine, not chosen by traders, so that defence buys
 //! nothing here; [`IdHasher`] keeps consecutive ids next to each other in the table instead.
 
-use crate::AccountId;
+use crate::{AccountId, MarketId};
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// Hashes one integer key by a folded multiply.
@@ -60,114 +60,163 @@ pub type BuildIdHasher = BuildHasherDefault<IdHasher>;
 /// A hash map keyed by ids, hashed with [`IdHasher`].
 pub type IdMap<K, V> = std::collections::HashMap<K, V, BuildIdHasher>;
 
-/// Account ids below this are looked up in a flat array (4 bytes per id, 16 MiB at most).
-const DIRECT_LIMIT: u32 = 1 << 22;
+/// An id the engine assigns densely from small numbers, so that a flat array indexed by it is
+/// the fastest map from it (see [`IdSlots`]).
+pub trait DenseId: Copy + Eq + std::hash::Hash {
+    /// Ids below this are looked up in the flat array, at 4 bytes per id up to the largest id
+    /// seen; larger ids go to a hash map.
+    const DIRECT_LIMIT: u32;
+    /// The id as an index.
+    fn index(self) -> u32;
+    /// The id of an index.
+    fn from_index(index: u32) -> Self;
+}
+
+impl DenseId for AccountId {
+    /// 16 MiB at most: a venue's account ids run into the millions.
+    const DIRECT_LIMIT: u32 = 1 << 22;
+    #[inline]
+    fn index(self) -> u32 {
+        self.0
+    }
+    #[inline]
+    fn from_index(index: u32) -> AccountId {
+        AccountId(index)
+    }
+}
+
+impl DenseId for MarketId {
+    /// 256 KiB at most: a venue lists hundreds of markets, not millions.
+    const DIRECT_LIMIT: u32 = 1 << 16;
+    #[inline]
+    fn index(self) -> u32 {
+        self.0
+    }
+    #[inline]
+    fn from_index(index: u32) -> MarketId {
+        MarketId(index)
+    }
+}
 
 /// The "no slot" marker of the flat array.
 const NONE: u32 = u32::MAX;
 
-/// Account id → a dense slot (an index into the owner's own per-account storage).
+/// Id → a dense slot (an index into the owner's own per-account or per-market storage).
 ///
-/// The engine assigns account ids densely from small numbers, so a flat array indexed by id
-/// answers in one load; with 100,000 accounts a hash map's bucket is one more cache miss on every
-/// order. Ids beyond the array's reach still work, through a hash map.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct AccountSlots {
-    /// `direct[id]` is the slot of account `id`, or `NONE`.
+/// The engine assigns ids densely from small numbers, so a flat array indexed by id answers in
+/// one load: with 100,000 accounts a hash map's bucket is one more cache miss on every order,
+/// and even with ten markets hashing and probing cost more than the load. Ids beyond the
+/// array's reach ([`DenseId::DIRECT_LIMIT`]) still work, through a hash map.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(bound(serialize = "K: serde::Serialize", deserialize = "K: serde::Deserialize<'de>"))]
+pub struct IdSlots<K: DenseId> {
+    /// `direct[id]` is the slot of `id`, or `NONE`.
     direct: Vec<u32>,
-    sparse: IdMap<AccountId, u32>,
+    sparse: IdMap<K, u32>,
     len: usize,
 }
 
-impl AccountSlots {
-    /// An index with room for account ids below `capacity` without allocating.
-    pub fn with_capacity(capacity: usize) -> AccountSlots {
-        let direct = vec![NONE; capacity.min(DIRECT_LIMIT as usize)];
-        AccountSlots { direct, sparse: IdMap::default(), len: 0 }
+/// Account id → the account's slot.
+pub type AccountSlots = IdSlots<AccountId>;
+
+/// Market id → the market's slot.
+pub type MarketSlots = IdSlots<MarketId>;
+
+impl<K: DenseId> Default for IdSlots<K> {
+    fn default() -> IdSlots<K> {
+        IdSlots { direct: Vec::new(), sparse: IdMap::default(), len: 0 }
+    }
+}
+
+impl<K: DenseId> IdSlots<K> {
+    /// An index with room for ids below `capacity` without allocating.
+    pub fn with_capacity(capacity: usize) -> IdSlots<K> {
+        let direct = vec![NONE; capacity.min(K::DIRECT_LIMIT as usize)];
+        IdSlots { direct, sparse: IdMap::default(), len: 0 }
     }
 
-    /// The slot of `account`, if it has one.
+    /// The slot of `id`, if it has one.
     #[inline]
-    pub fn get(&self, account: AccountId) -> Option<u32> {
-        match self.direct.get(account.0 as usize) {
+    pub fn get(&self, id: K) -> Option<u32> {
+        match self.direct.get(id.index() as usize) {
             Some(&slot) => (slot != NONE).then_some(slot),
-            None if account.0 < DIRECT_LIMIT => None,
-            None => self.sparse.get(&account).copied(),
+            None if id.index() < K::DIRECT_LIMIT => None,
+            None => self.sparse.get(&id).copied(),
         }
     }
 
-    /// Starts loading the entry [`Self::get`] will read for `account`, when it is in the flat
-    /// array (the only part worth it: one line, one load). Changes nothing.
+    /// Starts loading the entry [`Self::get`] will read for `id`, when it is in the flat array
+    /// (the only part worth it: one line, one load). Changes nothing.
     #[inline]
-    pub fn prefetch(&self, account: AccountId) {
-        if let Some(entry) = self.direct.get(account.0 as usize) {
+    pub fn prefetch(&self, id: K) {
+        if let Some(entry) = self.direct.get(id.index() as usize) {
             crate::prefetch(entry);
         }
     }
 
-    /// True when `account` has a slot.
+    /// True when `id` has a slot.
     #[inline]
-    pub fn contains(&self, account: AccountId) -> bool {
-        self.get(account).is_some()
+    pub fn contains(&self, id: K) -> bool {
+        self.get(id).is_some()
     }
 
-    /// Gives `account` the slot `slot`, replacing any slot it had. `slot` must not be `u32::MAX`.
-    pub fn insert(&mut self, account: AccountId, slot: u32) {
+    /// Gives `id` the slot `slot`, replacing any slot it had. `slot` must not be `u32::MAX`.
+    pub fn insert(&mut self, id: K, slot: u32) {
         debug_assert_ne!(slot, NONE, "u32::MAX marks an empty entry");
-        let previous = if account.0 < DIRECT_LIMIT {
-            let at = account.0 as usize;
+        let previous = if id.index() < K::DIRECT_LIMIT {
+            let at = id.index() as usize;
             if at >= self.direct.len() {
-                // Grow geometrically so that opening accounts one by one stays amortized O(1).
-                let len = (at + 1).max(self.direct.len() * 2).min(DIRECT_LIMIT as usize);
+                // Grow geometrically so that adding ids one by one stays amortized O(1).
+                let len = (at + 1).max(self.direct.len() * 2).min(K::DIRECT_LIMIT as usize);
                 self.direct.resize(len, NONE);
             }
             std::mem::replace(&mut self.direct[at], slot) != NONE
         } else {
-            self.sparse.insert(account, slot).is_some()
+            self.sparse.insert(id, slot).is_some()
         };
         if !previous {
             self.len += 1;
         }
     }
 
-    /// The slot of `account`, given one by `assign` if it has none yet.
+    /// The slot of `id`, given one by `assign` if it has none yet.
     #[inline]
-    pub fn get_or_assign(&mut self, account: AccountId, assign: impl FnOnce() -> u32) -> u32 {
-        if let Some(slot) = self.get(account) {
+    pub fn get_or_assign(&mut self, id: K, assign: impl FnOnce() -> u32) -> u32 {
+        if let Some(slot) = self.get(id) {
             return slot;
         }
         let slot = assign();
-        self.insert(account, slot);
+        self.insert(id, slot);
         slot
     }
 
-    /// Number of accounts with a slot.
+    /// Number of ids with a slot.
     pub fn len(&self) -> usize {
         self.len
     }
 
-    /// True when no account has a slot.
+    /// True when no id has a slot.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
-    /// Every (account, slot) pair: the flat part in id order, then the rest.
-    pub fn iter(&self) -> impl Iterator<Item = (AccountId, u32)> + '_ {
+    /// Every (id, slot) pair: the flat part in id order, then the rest.
+    pub fn iter(&self) -> impl Iterator<Item = (K, u32)> + '_ {
         let direct = self
             .direct
             .iter()
             .enumerate()
             .filter(|(_, slot)| **slot != NONE)
-            .map(|(id, &slot)| (AccountId(id as u32), slot));
-        direct.chain(self.sparse.iter().map(|(&account, &slot)| (account, slot)))
+            .map(|(id, &slot)| (K::from_index(id as u32), slot));
+        direct.chain(self.sparse.iter().map(|(&id, &slot)| (id, slot)))
     }
 }
 
-impl FromIterator<(AccountId, u32)> for AccountSlots {
-    fn from_iter<I: IntoIterator<Item = (AccountId, u32)>>(iter: I) -> AccountSlots {
-        let mut slots = AccountSlots::default();
-        for (account, slot) in iter {
-            slots.insert(account, slot);
+impl<K: DenseId> FromIterator<(K, u32)> for IdSlots<K> {
+    fn from_iter<I: IntoIterator<Item = (K, u32)>>(iter: I) -> IdSlots<K> {
+        let mut slots = IdSlots::default();
+        for (id, slot) in iter {
+            slots.insert(id, slot);
         }
         slots
     }
@@ -194,6 +243,20 @@ mod tests {
         let mut all: Vec<_> = slots.iter().collect();
         all.sort();
         assert_eq!(all, vec![(AccountId(2), 7), (AccountId(1_000), 1), (AccountId(u32::MAX - 1), 2)]);
+    }
+
+    #[test]
+    fn market_ids_past_their_smaller_flat_reach_go_to_the_map() {
+        let mut slots = MarketSlots::default();
+        slots.insert(MarketId(1), 0);
+        slots.insert(MarketId(70_000), 1);
+        assert_eq!(slots.direct.len(), 2, "a market id past 65,535 must not grow the flat array");
+        assert_eq!(slots.get(MarketId(1)), Some(0));
+        assert_eq!(slots.get(MarketId(70_000)), Some(1));
+        assert_eq!(slots.get(MarketId(2)), None);
+        assert_eq!(slots.get(MarketId(65_535)), None);
+        assert_eq!(slots.get(MarketId(70_001)), None);
+        assert_eq!(slots.len(), 2);
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub use decimal::Grid;
 pub use error::{ArithmeticError, ConversionError};
 pub use event::{BookEvent, CancelReason, RejectReason, Resting};
 pub use ids::{AccountId, MarketId, OrderId};
-pub use index::{AccountSlots, BuildIdHasher, IdHasher, IdMap};
+pub use index::{AccountSlots, BuildIdHasher, DenseId, IdHasher, IdMap, IdSlots, MarketSlots};
 pub use num::{Money, Price, Qty, Rounding, div_round_i64, div_round_i128};
 pub use order::{Amend, NewOrder, OrderKind, Side, StopReference, StpMode, TimeInForce};
 pub use paged::Paged;
