@@ -28,8 +28,9 @@ pub struct Holding {
 }
 
 /// A trading account: a settlement balance, collateral holdings and one position slot per market
-/// it has touched. A small vector of positions, appended to and never shrunk, with a table in the
-/// record that says where each market's position is (see `slots.rs`).
+/// it has touched. A small vector of positions, one appended the first time a market is touched
+/// and kept when it closes, with a table in the record that says where each market's position is
+/// (see `slots.rs`).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(from = "StoredAccount")]
 pub struct Account {
