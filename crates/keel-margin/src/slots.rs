@@ -68,12 +68,6 @@ impl PositionSlots {
     }
 }
 
-impl Default for PositionSlots {
-    fn default() -> PositionSlots {
-        PositionSlots::EMPTY
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::PositionSlots;
