@@ -1307,6 +1307,59 @@ impl Clearinghouse {
         if let Some(cached) = a.summary.get(self.epoch) {
             return Ok(i128::from(cached.equity.0) - i128::from(cached.initial_margin.0));
         }
+        // The same sums as `available_floor_wide`, in `i64` and `u64` with every step checked:
+        // half the instructions per position, and any account whose numbers leave that range is
+        // added up again in `i128` from the start.
+        let mut available = self.collateral_totals(a)?.equity.0;
+        let mut drift: u64 = 0;
+        for p in &a.positions {
+            if p.is_idle() {
+                continue;
+            }
+            let m = &self.markets[p.slot as usize];
+            let mark = m.mark()?;
+            let share = match p.share.last() {
+                Some((at, share)) if at == mark => share,
+                Some((at, share)) => match Share::narrow_drift(p, m.k, at, mark) {
+                    Ok(Some(d)) => match drift.checked_add(d) {
+                        Some(total) => {
+                            drift = total;
+                            share
+                        }
+                        None => return self.available_floor_wide(acc),
+                    },
+                    // The wide sum re-prices such a position too.
+                    Ok(None) => self.share_of(p)?,
+                    Err(()) => return self.available_floor_wide(acc),
+                },
+                None => self.share_of(p)?,
+            };
+            match available.checked_add(share.upnl.0).and_then(|x| x.checked_sub(share.initial.0)) {
+                Some(x) => available = x,
+                None => return self.available_floor_wide(acc),
+            }
+        }
+        if drift == 0 {
+            // Every share was exact, so their totals are the account's valuation: cached, the
+            // account's next check (an account quoting between two marks) costs nothing.
+            // `summary_at` adds up the shares just cached.
+            return self
+                .summary_at(acc, None)
+                .map(|s| i128::from(s.equity.0) - i128::from(s.initial_margin.0));
+        }
+        let floor = i128::from(available) - i128::from(drift);
+        debug_assert_eq!(Ok(floor), self.available_floor_wide(acc), "narrow floor of {:?}", a.id);
+        Ok(floor)
+    }
+
+    /// [`Clearinghouse::available_floor`] added up in `i128`, for an account whose numbers do
+    /// not fit the narrow sums.
+    #[cold]
+    pub(crate) fn available_floor_wide(&self, acc: usize) -> Result<i128, MarginError> {
+        let a = &self.accounts[acc];
+        if let Some(cached) = a.summary.get(self.epoch) {
+            return Ok(i128::from(cached.equity.0) - i128::from(cached.initial_margin.0));
+        }
         // Plain sums in `i128` (no position's share is near that range), the drift apart.
         let mut available = i128::from(self.collateral_totals(a)?.equity.0);
         let mut drift: i128 = 0;

@@ -93,6 +93,25 @@ impl Share {
         (per_lot < 1 << 61).then(|| (per_lot * lots) as i128)
     }
 
+    /// [`Share::drift`] in `u64`: `Ok(None)` where `drift` gives `None` (the caller re-prices),
+    /// `Err(())` where `drift` gives a bound that does not fit in `u64` (the caller adds up in
+    /// `i128` instead), otherwise the same bound.
+    #[inline]
+    pub(crate) fn narrow_drift(p: &Position, k: i64, from: Price, to: Price) -> Result<Option<u64>, ()> {
+        let per_lot = to.0.abs_diff(from.0).checked_mul(k.unsigned_abs());
+        match per_lot {
+            Some(per_lot) if per_lot < 1 << 61 => {
+                let lots = (p.size.0.unsigned_abs().checked_mul(2))
+                    .and_then(|l| l.checked_add(p.buys.qty.0.unsigned_abs()))
+                    .and_then(|l| l.checked_add(p.sells.qty.0.unsigned_abs()));
+                lots.and_then(|lots| lots.checked_mul(per_lot)).map(Some).ok_or(())
+            }
+            Some(_) => Ok(None),
+            // At least 2^64 per lot: `drift` re-prices this one as well.
+            None => Ok(None),
+        }
+    }
+
     /// Adds this share into account totals.
     #[inline]
     pub(crate) fn add_to(&self, s: &mut MarginSummary) -> Result<(), ArithmeticError> {
