@@ -1340,26 +1340,25 @@ impl Clearinghouse {
             }
         }
         if drift == 0 {
-            // Every share was exact, so their totals are the account's valuation: cached, the
-            // account's next check (an account quoting between two marks) costs nothing.
-            // `summary_at` adds up the shares just cached.
-            return self
-                .summary_at(acc, None)
-                .map(|s| i128::from(s.equity.0) - i128::from(s.initial_margin.0));
+            return self.valued_available(acc);
         }
         let floor = i128::from(available) - i128::from(drift);
         debug_assert_eq!(Ok(floor), self.available_floor_wide(acc), "narrow floor of {:?}", a.id);
         Ok(floor)
     }
 
+    /// Equity − initial margin from the account's exact valuation, once every share is exact:
+    /// cached, so the account's next check (an account quoting between two marks) costs
+    /// nothing. `summary_at` adds up the shares just cached.
+    fn valued_available(&self, acc: usize) -> Result<i128, MarginError> {
+        self.summary_at(acc, None).map(|s| i128::from(s.equity.0) - i128::from(s.initial_margin.0))
+    }
+
     /// [`Clearinghouse::available_floor`] added up in `i128`, for an account whose numbers do
-    /// not fit the narrow sums.
+    /// not fit the narrow sums (which have found no current cached valuation).
     #[cold]
     pub(crate) fn available_floor_wide(&self, acc: usize) -> Result<i128, MarginError> {
         let a = &self.accounts[acc];
-        if let Some(cached) = a.summary.get(self.epoch) {
-            return Ok(i128::from(cached.equity.0) - i128::from(cached.initial_margin.0));
-        }
         // Plain sums in `i128` (no position's share is near that range), the drift apart.
         let mut available = i128::from(self.collateral_totals(a)?.equity.0);
         let mut drift: i128 = 0;
@@ -1383,12 +1382,7 @@ impl Clearinghouse {
             available += i128::from(share.upnl.0) - i128::from(share.initial.0);
         }
         if drift == 0 {
-            // Every share was exact, so their totals are the account's valuation: cached, the
-            // account's next check (an account quoting between two marks) costs nothing.
-            // `summary_at` adds up the shares just cached.
-            return self
-                .summary_at(acc, None)
-                .map(|s| i128::from(s.equity.0) - i128::from(s.initial_margin.0));
+            return self.valued_available(acc);
         }
         let floor = available.saturating_sub(drift);
         debug_assert!(
