@@ -106,9 +106,8 @@ impl Share {
                     .and_then(|l| l.checked_add(p.sells.qty.0.unsigned_abs()));
                 lots.and_then(|lots| lots.checked_mul(per_lot)).map(Some).ok_or(())
             }
-            Some(_) => Ok(None),
-            // At least 2^64 per lot: `drift` re-prices this one as well.
-            None => Ok(None),
+            // At least 2^61 per lot (or more than `u64` holds): `drift` gives `None` too.
+            _ => Ok(None),
         }
     }
 
