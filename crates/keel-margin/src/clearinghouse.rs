@@ -1307,9 +1307,9 @@ impl Clearinghouse {
         if let Some(cached) = a.summary.get(self.epoch) {
             return Ok(i128::from(cached.equity.0) - i128::from(cached.initial_margin.0));
         }
-        // The same sums as `available_floor_wide`, in `i64` and `u64` with every step checked:
-        // half the instructions per position, and any account whose numbers leave that range is
-        // added up again in `i128` from the start.
+        // Sums in `i64` and `u64` with every step checked: half the instructions per position
+        // of `i128`. An account whose numbers leave that range gets its exact valuation, which
+        // is never below the floor and reports any overflow itself.
         let mut available = self.collateral_totals(a)?.equity.0;
         let mut drift: u64 = 0;
         for p in &a.positions {
@@ -1320,77 +1320,39 @@ impl Clearinghouse {
             let mark = m.mark()?;
             let share = match p.share.last() {
                 Some((at, share)) if at == mark => share,
-                Some((at, share)) => match Share::narrow_drift(p, m.k, at, mark) {
-                    Ok(Some(d)) => match drift.checked_add(d) {
+                Some((at, share)) => {
+                    match Share::drift(p, m.k, at, mark).and_then(|d| drift.checked_add(d)) {
                         Some(total) => {
                             drift = total;
                             share
                         }
-                        None => return self.available_floor_wide(acc),
-                    },
-                    // The wide sum re-prices such a position too.
-                    Ok(None) => self.share_of(p)?,
-                    Err(()) => return self.available_floor_wide(acc),
-                },
+                        None => return self.valued_available(acc),
+                    }
+                }
                 None => self.share_of(p)?,
             };
             match available.checked_add(share.upnl.0).and_then(|x| x.checked_sub(share.initial.0)) {
                 Some(x) => available = x,
-                None => return self.available_floor_wide(acc),
+                None => return self.valued_available(acc),
             }
         }
         if drift == 0 {
             return self.valued_available(acc);
         }
         let floor = i128::from(available) - i128::from(drift);
-        debug_assert_eq!(Ok(floor), self.available_floor_wide(acc), "narrow floor of {:?}", a.id);
-        Ok(floor)
-    }
-
-    /// Equity − initial margin from the account's exact valuation, once every share is exact:
-    /// cached, so the account's next check (an account quoting between two marks) costs
-    /// nothing. `summary_at` adds up the shares just cached.
-    fn valued_available(&self, acc: usize) -> Result<i128, MarginError> {
-        self.summary_at(acc, None).map(|s| i128::from(s.equity.0) - i128::from(s.initial_margin.0))
-    }
-
-    /// [`Clearinghouse::available_floor`] added up in `i128`, for an account whose numbers do
-    /// not fit the narrow sums (which have found no current cached valuation).
-    #[cold]
-    pub(crate) fn available_floor_wide(&self, acc: usize) -> Result<i128, MarginError> {
-        let a = &self.accounts[acc];
-        // Plain sums in `i128` (no position's share is near that range), the drift apart.
-        let mut available = i128::from(self.collateral_totals(a)?.equity.0);
-        let mut drift: i128 = 0;
-        for p in &a.positions {
-            if p.is_idle() {
-                continue;
-            }
-            let m = &self.markets[p.slot as usize];
-            let mark = m.mark()?;
-            let share = match p.share.last() {
-                Some((at, share)) if at == mark => share,
-                Some((at, share)) => match Share::drift(p, m.k, at, mark) {
-                    Some(d) => {
-                        drift = drift.saturating_add(d);
-                        share
-                    }
-                    None => self.share_of(p)?,
-                },
-                None => self.share_of(p)?,
-            };
-            available += i128::from(share.upnl.0) - i128::from(share.initial.0);
-        }
-        if drift == 0 {
-            return self.valued_available(acc);
-        }
-        let floor = available.saturating_sub(drift);
         debug_assert!(
             self.summary_of(a, None).map_or(true, |s| floor <= i128::from(s.equity.0 - s.initial_margin.0)),
             "available floor of {:?} above its available margin",
             a.id
         );
         Ok(floor)
+    }
+
+    /// Equity − initial margin from the account's exact valuation: cached, so the account's next
+    /// check (an account quoting between two marks) costs nothing. When every share was already
+    /// exact, `summary_at` only adds them up.
+    fn valued_available(&self, acc: usize) -> Result<i128, MarginError> {
+        self.summary_at(acc, None).map(|s| i128::from(s.equity.0) - i128::from(s.initial_margin.0))
     }
 
     /// Balance and haircut collateral of an account: the totals before any position is added.

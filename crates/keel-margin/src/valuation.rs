@@ -72,7 +72,7 @@ impl Share {
 
     /// The most a share of `p` can have moved, as a contribution to available margin, since it
     /// was computed at mark `from` with the mark now at `to`; `None` when the bound does not fit
-    /// in `i128` (the caller then re-prices).
+    /// in `u64` (the caller then takes the exact valuation).
     ///
     /// Unrealized PnL (`size·k·mark − cost`) moves by exactly `|size|·k·|Δmark|`. The initial
     /// margin, `ceil(|size·k·mark| / leverage)` with leverage at least 1 (or on the entry basis
@@ -82,33 +82,14 @@ impl Share {
     /// `q·k·|Δmark|`, and the larger of the two sides by at most the sum. Isolated positions count
     /// only the reservation, which the same bound covers.
     #[inline]
-    pub(crate) fn drift(p: &Position, k: i64, from: Price, to: Price) -> Option<i128> {
-        // Unsigned and range-checked rather than `checked_mul` on `i128`, which costs a call:
-        // this runs for every position of almost every order.
-        let lots = 2 * u128::from(p.size.0.unsigned_abs())
-            + u128::from(p.buys.qty.0.unsigned_abs())
-            + u128::from(p.sells.qty.0.unsigned_abs());
-        let per_lot = u128::from(to.0.abs_diff(from.0)) * u128::from(k.unsigned_abs());
-        // `lots < 2^66`, so below `2^61` per lot the product fits in `i128`.
-        (per_lot < 1 << 61).then(|| (per_lot * lots) as i128)
-    }
-
-    /// [`Share::drift`] in `u64`: `Ok(None)` where `drift` gives `None` (the caller re-prices),
-    /// `Err(())` where `drift` gives a bound that does not fit in `u64` (the caller adds up in
-    /// `i128` instead), otherwise the same bound.
-    #[inline]
-    pub(crate) fn narrow_drift(p: &Position, k: i64, from: Price, to: Price) -> Result<Option<u64>, ()> {
-        let per_lot = to.0.abs_diff(from.0).checked_mul(k.unsigned_abs());
-        match per_lot {
-            Some(per_lot) if per_lot < 1 << 61 => {
-                let lots = (p.size.0.unsigned_abs().checked_mul(2))
-                    .and_then(|l| l.checked_add(p.buys.qty.0.unsigned_abs()))
-                    .and_then(|l| l.checked_add(p.sells.qty.0.unsigned_abs()));
-                lots.and_then(|lots| lots.checked_mul(per_lot)).map(Some).ok_or(())
-            }
-            // At least 2^61 per lot (or more than `u64` holds): `drift` gives `None` too.
-            _ => Ok(None),
-        }
+    pub(crate) fn drift(p: &Position, k: i64, from: Price, to: Price) -> Option<u64> {
+        // Plain `u64` with every step checked: this runs for every position of almost every
+        // order, and no realistic bound comes near the limit.
+        let per_lot = to.0.abs_diff(from.0).checked_mul(k.unsigned_abs())?;
+        let lots = p.size.0.unsigned_abs().checked_mul(2)?;
+        let lots =
+            lots.checked_add(p.buys.qty.0.unsigned_abs())?.checked_add(p.sells.qty.0.unsigned_abs())?;
+        lots.checked_mul(per_lot)
     }
 
     /// Adds this share into account totals.
