@@ -4,10 +4,8 @@
 
 use keel_engine::journal::{FlushPolicy, Journal};
 use keel_engine::{Command, Engine, Event, Sequenced, codec, store};
-use keel_liquidation::ValueCheck;
 use keel_sim::engine_flow::{EngineFlowConfig, generate};
-use keel_types::{AccountId, Side};
-use std::collections::BTreeMap;
+use keel_types::AccountId;
 use std::path::PathBuf;
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -53,66 +51,16 @@ fn run(engine: &mut Engine, commands: &[Sequenced]) -> Vec<Vec<Event>> {
         .collect()
 }
 
-/// The exchange-wide invariants: books sound and uncrossed, open interest balanced, value
-/// conserved exactly (see `docs/margin.md` §10), and no internal fault reported.
+/// The exchange-wide invariants (`Engine::check_invariants`: books sound and uncrossed, open
+/// interest balanced, reservations equal to resting orders, value conserved exactly), and no
+/// internal fault reported.
 fn check_invariants(engine: &Engine, events: &[Event], at: u64) {
     for event in events {
         assert!(!matches!(event, Event::Fault { .. }), "seq {at}: {event:?}");
     }
-    for market in engine.market_ids() {
-        let book = engine.book(market).unwrap();
-        book.check_invariants().unwrap_or_else(|e| panic!("seq {at}: market {market}: {e}"));
-        if let (Some(bid), Some(ask)) = (book.best_bid(), book.best_ask()) {
-            assert!(bid < ask, "seq {at}: market {market} crossed");
-        }
+    if let Err(broken) = engine.check_invariants() {
+        panic!("seq {at}: {broken}");
     }
-    let ch = engine.clearinghouse();
-    let mut open_interest: BTreeMap<u32, i64> = BTreeMap::new();
-    for account in ch.accounts() {
-        for position in account.positions() {
-            *open_interest.entry(position.market().0).or_default() += position.size().0;
-        }
-    }
-    for (market, net) in open_interest {
-        assert_eq!(net, 0, "seq {at}: market {market}: long and short open interest differ by {net}");
-    }
-    // Each account's open-order reservation is exactly its resting orders: their quantity, and
-    // their notional at their prices. (Notional is price × quantity × the market's multiplier,
-    // the same multiplier for every account of a market.)
-    for market in engine.market_ids() {
-        let book = engine.book(market).unwrap();
-        // Keyed by account and whether the side is the buy side.
-        let mut resting: BTreeMap<(u32, bool), (i64, i128)> = BTreeMap::new();
-        for side in [Side::Buy, Side::Sell] {
-            for order in book.orders(side) {
-                let entry = resting.entry((order.account.0, side == Side::Buy)).or_default();
-                entry.0 += order.qty.0;
-                entry.1 += i128::from(order.price.0) * i128::from(order.qty.0);
-            }
-        }
-        let mut multiplier = None;
-        for account in ch.accounts() {
-            for position in account.positions().iter().filter(|p| p.market() == market) {
-                for (side, open) in [(Side::Buy, position.open_buys()), (Side::Sell, position.open_sells())] {
-                    let (qty, price_qty) =
-                        resting.remove(&(account.id().0, side == Side::Buy)).unwrap_or_default();
-                    let who = format!("seq {at}: market {market}: account {} {side:?}", account.id());
-                    assert_eq!(open.qty.0, qty, "{who}: reserved quantity differs from the resting orders'");
-                    if qty == 0 {
-                        assert_eq!(open.notional.0, 0, "{who}: notional reserved without orders");
-                        continue;
-                    }
-                    let k = *multiplier.get_or_insert(i128::from(open.notional.0) / price_qty);
-                    assert_eq!(i128::from(open.notional.0), price_qty * k, "{who}: reserved notional");
-                }
-            }
-        }
-        assert!(resting.is_empty(), "seq {at}: market {market}: orders rest unreserved: {resting:?}");
-    }
-    // Balances + isolated margins + fees + insurance fund − open cost bases = deposits − withdrawals
-    // + venue deposits into the fund, to the money unit.
-    let value = ValueCheck::of(ch, engine.liquidator().fund());
-    assert!(value.holds(), "seq {at}: value not conserved: {value:?}");
     // Nobody below maintenance is left unattended: the queue holds whoever the pipeline could not
     // finish (there is no throttle here, so that is nobody).
     assert_eq!(engine.liquidator().queue().count(), 0, "seq {at}: liquidations left queued");
