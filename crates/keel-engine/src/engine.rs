@@ -575,8 +575,15 @@ impl Engine {
                 BookEvent::Accepted { id, .. } | BookEvent::Triggered { id, .. } => {
                     self.scratch.candidates.push((market, id));
                 }
-                BookEvent::Fill { maker, price, qty, .. } => {
-                    // Booking the fill also shrinks the maker's reservation.
+                BookEvent::Fill { maker, maker_account, taker_side, price, qty, maker_remaining, .. } => {
+                    // Booking the fill also shrinks the maker's reservation. A maker that came to
+                    // rest earlier in this same operation (a stop-limit triggered by the trade
+                    // before) is registered first, with what it rested.
+                    if self.take_candidate(market, maker) {
+                        let at = Resting { side: taker_side.opposite(), price };
+                        let rested = Qty(qty.0.saturating_add(maker_remaining.0));
+                        self.register(market, maker, maker_account, at, rested, out);
+                    }
                     match settle_fill(&mut self.clearinghouse, market, event) {
                         Ok(Some(sides)) => {
                             for side in sides {
@@ -603,7 +610,11 @@ impl Engine {
                     }
                 }
                 BookEvent::Cancelled { id, account, remaining, resting: Some(at), .. } => {
-                    self.release(market, id, account, at, remaining, out);
+                    // An order that came to rest earlier in this operation and was never
+                    // registered has nothing to release.
+                    if !self.take_candidate(market, id) {
+                        self.release(market, id, account, at, remaining, out);
+                    }
                 }
                 BookEvent::Cancelled { resting: None, .. } => {}
                 BookEvent::Amended { id, account, side, previous_price, previous_qty, .. } => {
@@ -658,6 +669,13 @@ impl Engine {
                 message: format!("reservation of order {id} could not be released: {error}"),
             });
         }
+    }
+
+    /// Takes order `id` out of the candidates waiting to be registered; true if it was one.
+    fn take_candidate(&mut self, market: MarketId, id: OrderId) -> bool {
+        let waiting = self.scratch.candidates.len();
+        self.scratch.candidates.retain(|&candidate| candidate != (market, id));
+        self.scratch.candidates.len() != waiting
     }
 
     /// Registers a reservation for every candidate order that is now resting: its open quantity

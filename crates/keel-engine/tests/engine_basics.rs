@@ -328,3 +328,51 @@ fn an_account_waiting_to_be_liquidated_may_not_trade_the_market() {
     h.limit(ALICE, Side::Buy, 590_000, 1);
     assert!(h.position(carol) > 0, "the throttle holds the liquidation back");
 }
+
+/// Two stops triggered by one trade: a stop-limit that comes to rest, then a stop-market that
+/// meets it, either from the same account (self-trade prevention cancels the resting one) or
+/// from another (it fills as a maker). The resting stop's reservation must exist before its
+/// cancel releases it or its fill shrinks it, though both happen within the one book operation
+/// that triggered it.
+#[test]
+fn a_stop_that_rests_and_is_met_by_the_next_stop_of_the_same_trigger_keeps_its_reservation() {
+    const CAROL: AccountId = AccountId(3);
+    const DAVE: AccountId = AccountId(4);
+    for (seller, cancelled) in [(CAROL, true), (DAVE, false)] {
+        let mut h = Harness::new();
+        for account in [CAROL, DAVE] {
+            h.ok(Command::OpenAccount { account });
+            h.ok(Command::Deposit { account, asset: AssetId::SETTLEMENT, amount: 100_000 * Money::SCALE });
+        }
+        // No trade yet, so no last price: both stops may be placed on either side of it.
+        let buy_stop = OrderKind::StopLimit {
+            trigger: Price(650_000),
+            price: Price(650_000),
+            reference: keel_types::StopReference::Last,
+        };
+        h.ok(Command::Place(order(CAROL, Side::Buy, buy_stop, 1)));
+        let sell_stop =
+            OrderKind::StopMarket { trigger: Price(700_000), reference: keel_types::StopReference::Last };
+        let mut sell = order(seller, Side::Sell, sell_stop, 1);
+        sell.stp = StpMode::CancelOldest;
+        h.ok(Command::Place(sell));
+        // A trade at 690,000 triggers both: Carol's buy rests at 650,000, the sell meets it.
+        h.limit(ALICE, Side::Sell, 690_000, 1);
+        let events = h.ok(Command::Place(order(BOB, Side::Buy, OrderKind::Market, 1)));
+        let self_trade = events.iter().any(|e| {
+            matches!(
+                e,
+                Event::Book {
+                    event: keel_types::BookEvent::Cancelled {
+                        reason: keel_types::CancelReason::SelfTrade,
+                        ..
+                    },
+                    ..
+                }
+            )
+        });
+        assert_eq!(self_trade, cancelled, "{events:?}");
+        assert_eq!(h.position(CAROL), if cancelled { 0 } else { 1 }, "{events:?}");
+        h.engine.check_invariants().unwrap_or_else(|broken| panic!("{broken}: {events:?}"));
+    }
+}
