@@ -392,21 +392,24 @@ impl AdlRanking {
         if a.positions().iter().all(|p| p.size().0 == 0) {
             return Ok(());
         }
+        // Every open position is ranked, whatever its score: deleveraging needs a counterparty
+        // for every lot of open interest. A pool that cannot be valued (a market without a mark
+        // yet, or amounts beyond the arithmetic's range) ranks last, as one without positive
+        // equity does, until a later re-score can value it.
         let cross_equity = if a.positions().iter().any(|p| p.mode() == MarginMode::Cross && p.size().0 != 0) {
-            match ch.margin_summary(account) {
-                Ok(s) => s.equity,
-                // A market without a mark cannot be valued yet; the account is ranked once it can.
-                Err(_) => return Ok(()),
-            }
+            ch.margin_summary(account).ok().map(|s| s.equity)
         } else {
-            Money::ZERO
+            Some(Money::ZERO)
         };
         let mut entries = Vec::new();
         for p in a.positions() {
             if p.size().0 == 0 {
                 continue;
             }
-            let Ok(score) = position_score(ch, p, cross_equity) else { continue };
+            let score = match (p.mode(), cross_equity) {
+                (MarginMode::Cross, None) => i64::MIN,
+                (_, equity) => position_score(ch, p, equity.unwrap_or(Money::ZERO)).unwrap_or(i64::MIN),
+            };
             let long = p.size().0 > 0;
             self.markets.entry(p.market()).or_default().side(long).order.insert((Reverse(score), account));
             entries.push((p.market(), long, score));

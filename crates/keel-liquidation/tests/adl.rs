@@ -10,7 +10,8 @@ mod common;
 
 use common::*;
 use keel_liquidation::{ADL_SCORE_SCALE, LiquidationConfig, RefreshBudget, adl_score};
-use keel_types::{AccountId, MarketId};
+use keel_margin::{AssetConfig, Rate};
+use keel_types::{AccountId, MarketId, Money};
 use rust_decimal::Decimal;
 
 /// (deposit, short qty, entry) for shorts against one long whale; the mark then falls to 90.
@@ -211,4 +212,32 @@ fn a_paced_refresh_owes_accounts_in_the_first_half_of_its_span_and_walks_in_the_
     assert_eq!(due, RefreshBudget { accounts: 0, entries: 9 }, "late: everything owed, no more");
     w.liq.step_adl_refresh(&w.ch, due).unwrap();
     assert!(!w.liq.adl_ranking().refreshing());
+}
+
+#[test]
+fn a_position_whose_pool_cannot_be_valued_is_still_ranked_last_for_deleveraging() {
+    let mut w = World::new(1, flat_tiers(), LiquidationConfig::default());
+    let whale = w.account(100, 10_000_000);
+    let short = w.account(1, 1_000);
+    let valued = w.account(2, 1_000);
+    w.trade(0, whale, short, 10, 100);
+    w.trade(0, whale, valued, 10, 100);
+    // The short also holds a collateral asset that the venue then prices at the end of the
+    // range: its cross equity no longer fits the arithmetic, so its pool cannot be valued.
+    let asset = w
+        .ch
+        .add_asset(AssetConfig { symbol: "X".to_string(), decimals: 0, price: usd(1), haircut: Rate::ZERO })
+        .unwrap();
+    w.ch.deposit(short, asset, 1_000_000).unwrap();
+    w.ch.set_asset_price(asset, Money(i64::MAX)).unwrap();
+    assert!(w.ch.margin_summary(short).is_err(), "the test needs a pool that cannot be valued");
+    w.mark(0, 90);
+    w.liq.refresh_adl_ranking(&mut w.ch).unwrap();
+
+    // Both shorts stay in line, the one that cannot be scored behind the one that can: a
+    // deleveraging of the whale's long finds a counterparty for every lot of open interest.
+    let ranked = w.liq.adl_ranking().ranked(MarketId(0), false);
+    assert_eq!(ranked.iter().map(|&(a, _)| a).collect::<Vec<_>>(), vec![valued, short]);
+    assert_eq!(ranked[1].1, i64::MIN);
+    assert_eq!(w.liq.adl_ranking().first(MarketId(0), false, valued), Some(short));
 }
