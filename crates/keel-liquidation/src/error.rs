@@ -1,7 +1,7 @@
 //! The one error type of the liquidation crate.
 
 use keel_margin::MarginError;
-use keel_types::{ArithmeticError, MarketId, OrderId, RejectReason};
+use keel_types::{ArithmeticError, MarketId, Money, OrderId, RejectReason};
 use thiserror::Error;
 
 /// Why a liquidation step could not be carried out. Every variant means the engine's inputs broke
@@ -30,6 +30,12 @@ pub enum LiquidationError {
     /// interest was out of balance.
     #[error("no opposing position left to deleverage in market {0}")]
     NoAdlCounterparty(MarketId),
+    /// A venue deposit would take a fund pool above [`Money::DEPOSIT_CEILING`].
+    #[error("a deposit may not take a fund pool above {ceiling}")]
+    AboveDepositCeiling {
+        /// The ceiling.
+        ceiling: Money,
+    },
     /// An amount for the insurance fund must be positive.
     #[error("insurance fund amount must be positive")]
     NotPositive,

@@ -60,6 +60,9 @@ impl InsuranceFund {
         if !amount.is_positive() {
             return Err(LiquidationError::NotPositive);
         }
+        if self.balance(market).checked_add(amount)? > Money::DEPOSIT_CEILING {
+            return Err(LiquidationError::AboveDepositCeiling { ceiling: Money::DEPOSIT_CEILING });
+        }
         let after = self.credit(market, amount)?;
         self.deposits += i128::from(amount.0);
         Ok(after)
@@ -104,5 +107,32 @@ impl InsuranceFund {
         let pool = self.pool_mut(market);
         *pool = pool.checked_sub(amount)?;
         Ok(*pool)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_venue_deposit_may_not_take_a_pool_above_the_ceiling() {
+        for scope in [FundScope::Shared, FundScope::PerMarket] {
+            let mut fund = InsuranceFund::new(scope);
+            let market = MarketId(1);
+            fund.deposit(market, Money(1_000)).unwrap();
+            let room = Money(Money::DEPOSIT_CEILING.0 - 1_000);
+            assert!(matches!(
+                fund.deposit(market, Money(room.0 + 1)),
+                Err(LiquidationError::AboveDepositCeiling { .. })
+            ));
+            assert_eq!(
+                (fund.balance(market), fund.deposits()),
+                (Money(1_000), 1_000),
+                "a refusal changed the pool"
+            );
+            assert_eq!(fund.deposit(market, room).unwrap(), Money::DEPOSIT_CEILING);
+            // What liquidations credit on top still fits.
+            assert!(fund.credit(market, Money(1 << 62)).is_ok());
+        }
     }
 }

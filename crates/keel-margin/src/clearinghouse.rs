@@ -631,7 +631,11 @@ impl Clearinghouse {
         }
         let a = &mut self.accounts[acc];
         if asset == AssetId::SETTLEMENT {
-            a.balance = a.balance.checked_add(Money(amount))?;
+            let balance = a.balance.checked_add(Money(amount))?;
+            if balance > Money::DEPOSIT_CEILING {
+                return Err(MarginError::AboveDepositCeiling { ceiling: Money::DEPOSIT_CEILING });
+            }
+            a.balance = balance;
             self.net_deposits += i128::from(amount);
         } else if let Some(h) = a.collateral.iter_mut().find(|h| h.asset == asset) {
             h.amount = h.amount.checked_add(amount).ok_or(ArithmeticError::Overflow)?;

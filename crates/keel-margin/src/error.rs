@@ -13,6 +13,12 @@ pub enum MarginError {
     /// A decimal from configuration does not fit the integer representation.
     #[error(transparent)]
     Conversion(#[from] ConversionError),
+    /// A deposit would take a balance above [`Money::DEPOSIT_CEILING`].
+    #[error("a deposit may not take a balance above {ceiling}")]
+    AboveDepositCeiling {
+        /// The ceiling.
+        ceiling: Money,
+    },
     /// The account has not been opened.
     #[error("account {0} does not exist")]
     UnknownAccount(AccountId),

@@ -122,6 +122,12 @@ impl Money {
     pub const DECIMALS: u32 = 6;
     /// Zero money.
     pub const ZERO: Money = Money(0);
+    /// The most that deposits may bring a balance or an insurance pool to: 2^60 units, about
+    /// 1.15 trillion of the settlement asset, an eighth of the `i64` range. What trading credits
+    /// on top of a balance (profits, surpluses, fees) then has seven eighths of the range to
+    /// fill before it could overflow, so a deposit can never set up a later credit to fail half
+    /// way through booking a trade or a liquidation.
+    pub const DEPOSIT_CEILING: Money = Money(1 << 60);
 
     /// A whole number of settlement-asset units (`Money::from_whole(5)` is 5.000000).
     pub fn from_whole(units: i64) -> Result<Money, ArithmeticError> {

@@ -342,3 +342,21 @@ fn a_size_without_magnitude_is_refused_and_changes_nothing() {
     // Valuing 2^62 lots at a mark of 1,000 ticks leaves 64 bits: a typed error, not a panic.
     assert_eq!(b.ch.account_view(a), Err(MarginError::Arithmetic(ArithmeticError::Overflow)));
 }
+
+#[test]
+fn a_deposit_may_not_take_a_balance_above_the_ceiling() {
+    let mut b = btc_bench();
+    let a = b.account(1, "100");
+    let room = Money::DEPOSIT_CEILING.0 - usd("100").0;
+    assert_eq!(
+        b.ch.deposit(a, AssetId::SETTLEMENT, room + 1),
+        Err(MarginError::AboveDepositCeiling { ceiling: Money::DEPOSIT_CEILING })
+    );
+    assert_eq!(b.ch.account(a).unwrap().balance(), usd("100"), "a refused deposit changed the balance");
+    b.ch.deposit(a, AssetId::SETTLEMENT, room).unwrap();
+    assert_eq!(b.ch.account(a).unwrap().balance(), Money::DEPOSIT_CEILING);
+    assert_eq!(
+        b.ch.deposit(a, AssetId::SETTLEMENT, i64::MAX),
+        Err(MarginError::Arithmetic(ArithmeticError::Overflow))
+    );
+}
