@@ -569,17 +569,24 @@ impl Engine {
             return;
         }
         self.prefetch_makers(events);
+        // Only an order that an earlier event of this operation moved can be a maker or a
+        // cancelled order still waiting to be registered: a triggered stop-limit that came to
+        // rest (and is met by a stop the same trade triggered after it), or an amended order.
+        // Until one is seen, fills and cancels skip the look-up.
+        let mut moved = false;
         for event in events {
             out.push(Event::Book { market, event: *event });
             match *event {
-                BookEvent::Accepted { id, .. } | BookEvent::Triggered { id, .. } => {
+                BookEvent::Accepted { id, .. } => self.scratch.candidates.push((market, id)),
+                BookEvent::Triggered { id, .. } => {
+                    moved = true;
                     self.scratch.candidates.push((market, id));
                 }
                 BookEvent::Fill { maker, maker_account, taker_side, price, qty, maker_remaining, .. } => {
                     // Booking the fill also shrinks the maker's reservation. A maker that came to
                     // rest earlier in this same operation (a stop-limit triggered by the trade
                     // before) is registered first, with what it rested.
-                    if self.take_candidate(market, maker) {
+                    if moved && self.take_candidate(market, maker) {
                         let at = Resting { side: taker_side.opposite(), price };
                         let rested = Qty(qty.0.saturating_add(maker_remaining.0));
                         self.register(market, maker, maker_account, at, rested, out);
@@ -612,7 +619,7 @@ impl Engine {
                 BookEvent::Cancelled { id, account, remaining, resting: Some(at), .. } => {
                     // An order that came to rest earlier in this operation and was never
                     // registered has nothing to release.
-                    if !self.take_candidate(market, id) {
+                    if !(moved && self.take_candidate(market, id)) {
                         self.release(market, id, account, at, remaining, out);
                     }
                 }
@@ -622,6 +629,7 @@ impl Engine {
                     // (if it still rests: a new price may have traded it away).
                     let at = Resting { side, price: previous_price };
                     self.release(market, id, account, at, previous_qty, out);
+                    moved = true;
                     self.scratch.candidates.push((market, id));
                 }
                 BookEvent::Rejected { .. } => {}
