@@ -8,8 +8,46 @@ use keel_types::{
     Resting, Side, StopReference, StpMode, TimeInForce,
 };
 use keel_types::{AccountSlots, IdMap, Paged};
+use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, Visitor};
 use slab::Slab;
 use std::collections::hash_map::Entry;
+use std::fmt;
+use std::marker::PhantomData;
+
+/// Reads a slab as `Slab`'s own serde implementation writes it (a map of slot → value), for the
+/// book's slabs in a snapshot. `Slab`'s own reader reserves room for as many entries as the map
+/// announces before reading any, so a snapshot damaged past its checksum or edited by hand could
+/// make it reserve terabytes; this one grows with the entries actually read. Slots from `NIL` up
+/// are refused: no `u32` handle can name them.
+pub(crate) fn deserialize_slab<'de, D, T>(deserializer: D) -> Result<Slab<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct SlabVisitor<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for SlabVisitor<T> {
+        type Value = Slab<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map of slab slots to values")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Slab<T>, A::Error> {
+            let mut entries = Vec::new();
+            while let Some((slot, value)) = map.next_entry::<usize, T>()? {
+                if slot >= NIL as usize {
+                    return Err(A::Error::custom(format_args!("slab slot {slot} is beyond the last handle")));
+                }
+                entries.push((slot, value));
+            }
+            // Same layout as `Slab`'s own reader: the given slots occupied, the gaps vacant.
+            Ok(entries.into_iter().collect())
+        }
+    }
+
+    deserializer.deserialize_map(SlabVisitor(PhantomData))
+}
 
 /// A resting limit order: a node in its level's FIFO queue and in its account's order list.
 #[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
@@ -152,7 +190,9 @@ impl Executable {
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct OrderBook {
     pub(crate) config: BookConfig,
+    #[serde(deserialize_with = "deserialize_slab")]
     pub(crate) orders: Slab<RestingOrder>,
+    #[serde(deserialize_with = "deserialize_slab")]
     pub(crate) levels: Slab<Level>,
     pub(crate) bids: Ladder,
     pub(crate) asks: Ladder,
@@ -873,5 +913,64 @@ impl OrderBook {
         out: &mut Vec<BookEvent>,
     ) {
         out.push(BookEvent::Cancelled { id, account, remaining, reason, resting });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::de::value::{Error as ValueError, MapAccessDeserializer};
+    use serde::de::{DeserializeSeed, IntoDeserializer};
+
+    /// A map that announces far more entries than it holds, as a forged length prefix does.
+    struct ForgedLength {
+        entries: std::vec::IntoIter<(usize, u32)>,
+        value: Option<u32>,
+    }
+
+    impl<'de> MapAccess<'de> for ForgedLength {
+        type Error = ValueError;
+
+        fn next_key_seed<K: DeserializeSeed<'de>>(
+            &mut self,
+            seed: K,
+        ) -> Result<Option<K::Value>, ValueError> {
+            let Some((slot, value)) = self.entries.next() else { return Ok(None) };
+            self.value = Some(value);
+            seed.deserialize(slot.into_deserializer()).map(Some)
+        }
+
+        fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, ValueError> {
+            seed.deserialize(self.value.take().expect("a key comes before its value").into_deserializer())
+        }
+
+        fn size_hint(&self) -> Option<usize> {
+            Some(usize::MAX)
+        }
+    }
+
+    fn read(entries: Vec<(usize, u32)>) -> Result<Slab<u32>, ValueError> {
+        deserialize_slab(MapAccessDeserializer::new(ForgedLength {
+            entries: entries.into_iter(),
+            value: None,
+        }))
+    }
+
+    #[test]
+    fn a_slab_with_a_forged_length_reads_what_is_there() {
+        // `Slab`'s own reader reserved `usize::MAX` entries here and aborted.
+        let mut slab = read(vec![(3, 9), (0, 7)]).unwrap();
+        assert_eq!(slab.len(), 2);
+        assert_eq!([0, 1, 2, 3].map(|slot| slab.get(slot).copied()), [Some(7), None, None, Some(9)]);
+        // The gaps are free slots, reused before the slab grows.
+        let (a, b) = (slab.insert(1), slab.insert(2));
+        assert!([a, b].iter().all(|&slot| slot == 1 || slot == 2) && a != b);
+        assert_eq!(slab.insert(3), 4);
+    }
+
+    #[test]
+    fn a_slab_slot_no_handle_can_name_is_refused() {
+        assert!(read(vec![(0, 1), (NIL as usize, 2)]).is_err());
+        assert!(read(vec![(usize::MAX, 1)]).is_err());
     }
 }

@@ -25,6 +25,7 @@ struct StopEntry {
 /// All pending stop orders of one book.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct StopBook {
+    #[serde(deserialize_with = "crate::book::deserialize_slab")]
     orders: Slab<PendingStop>,
     /// Indexed by [`queue_index`]: (mark, buy), (mark, sell), (last, buy), (last, sell).
     queues: [Vec<StopEntry>; 4],
