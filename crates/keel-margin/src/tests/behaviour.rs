@@ -299,9 +299,13 @@ fn funding_refuses_early_settlement_and_keeps_state() {
 fn extreme_inputs_give_typed_errors_not_panics() {
     let mut b = btc_bench();
     let a = b.account(1, "0");
-    b.ch.deposit(a, AssetId::SETTLEMENT, i64::MAX).unwrap();
+    b.ch.deposit(a, AssetId::SETTLEMENT, Money::DEPOSIT_CEILING.0).unwrap();
     assert_eq!(
         b.ch.deposit(a, AssetId::SETTLEMENT, 1),
+        Err(MarginError::AboveDepositCeiling { ceiling: Money::DEPOSIT_CEILING })
+    );
+    assert_eq!(
+        b.ch.deposit(a, AssetId::SETTLEMENT, i64::MAX),
         Err(MarginError::Arithmetic(ArithmeticError::Overflow))
     );
     assert_eq!(b.ch.deposit(a, AssetId(9), 1), Err(MarginError::UnknownAsset(AssetId(9))));

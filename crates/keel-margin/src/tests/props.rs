@@ -327,7 +327,7 @@ proptest! {
         m in 1u32..=3,
         price_pick in prop_oneof![Just(1i64), Just(2i64), Just(i64::MAX), 1i64..=i64::MAX],
         qty_pick in prop_oneof![Just(1i64), Just(i64::MAX), 1i64..=i64::MAX],
-        balance in prop_oneof![Just(1i64), Just(i64::MAX / 2), 1i64..=i64::MAX / 2],
+        balance in prop_oneof![Just(1i64), Just(Money::DEPOSIT_CEILING.0), 1i64..=Money::DEPOSIT_CEILING.0],
         lev_pick in any::<u32>(),
         isolated in any::<bool>(),
     ) {
