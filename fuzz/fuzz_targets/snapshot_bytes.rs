@@ -8,9 +8,7 @@
 #![no_main]
 
 use keel_engine::checksum::crc32c;
-use keel_engine::snapshot_file::{
-    SNAPSHOT_HEADER_LEN, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, verify_snapshot_bytes,
-};
+use keel_engine::snapshot_file::{SNAPSHOT_HEADER_LEN, encode_header, verify_snapshot_bytes};
 use keel_engine::{Command, Engine, PlaceOrder, Sequenced, codec};
 use keel_types::{OrderId, OrderKind, Price, Qty, Side, StpMode, TimeInForce};
 use libfuzzer_sys::fuzz_target;
@@ -37,12 +35,7 @@ fuzz_target!(|data: &[u8]| {
 
 /// What `write_snapshot` writes for `payload` at `seq`.
 fn file_image(seq: u64, payload: &[u8]) -> Vec<u8> {
-    let mut image = Vec::with_capacity(SNAPSHOT_HEADER_LEN + payload.len());
-    image.extend_from_slice(&SNAPSHOT_MAGIC);
-    image.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-    image.extend_from_slice(&crc32c(payload).to_le_bytes());
-    image.extend_from_slice(&seq.to_le_bytes());
-    image.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    let mut image = encode_header(seq, payload).to_vec();
     image.extend_from_slice(payload);
     image
 }

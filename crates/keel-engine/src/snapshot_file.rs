@@ -215,8 +215,9 @@ fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Sna
     move |source| SnapshotError::Io { path: path.to_path_buf(), op, source }
 }
 
-/// Encodes the 32-byte header for `payload` at `seq`.
-fn encode_header(seq: u64, payload: &[u8]) -> [u8; SNAPSHOT_HEADER_LEN] {
+/// Encodes the 32-byte header for `payload` at `seq`: a file image is this header followed by
+/// the payload, as [`write_snapshot`] writes it and [`verify_snapshot_bytes`] checks it.
+pub fn encode_header(seq: u64, payload: &[u8]) -> [u8; SNAPSHOT_HEADER_LEN] {
     let mut header = [0u8; SNAPSHOT_HEADER_LEN];
     header[0..8].copy_from_slice(&SNAPSHOT_MAGIC);
     header[8..12].copy_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
